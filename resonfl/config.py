@@ -1,0 +1,137 @@
+"""The SDK's typed job settings: what a data scientist sets, validated at the edge.
+
+`TrainingConfig` becomes `executor.args` in config_fed_client.json, `ModelConfig` names the
+model class and train function in model_def.py, `FederationConfig` becomes the workflow and
+aggregator of config_fed_server.json. Field names are the wire format: renaming one is a
+format change.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SITE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+CLASS_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainingConfig(_Strict):
+    """The centralized recipe's knobs, ported literally, plus the FL-specific fixes.
+
+    The defaults are the platform's recommended baseline: a continuous LR schedule across
+    rounds and Adam/AdamW state persisted per site (the seed's two client-side fixes).
+    """
+
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = Field(32, ge=1, le=65536)
+    eval_batch_size: int = Field(256, ge=1, le=65536)
+    local_steps: int | None = Field(20, ge=1, description="optimizer steps per round")
+    local_epochs: float | None = Field(None, gt=0, description="used when local_steps is null")
+    lr_schedule: Literal["constant", "cosine", "linear"] = "cosine"
+    warmup_steps: int = Field(0, ge=0, description="in global steps (across rounds)")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    continuous_schedule: bool = Field(
+        True, description="position = current_round * steps_per_round + local_step"
+    )
+    persist_optimizer_state: bool = Field(
+        True, description="save/restore STATE_DIR/optimizer_state.pt across rounds"
+    )
+    amp: bool = False
+    grad_clip: float | None = Field(None, gt=0)
+    seed: int = 0
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="off when null")
+    ema_persist: bool = Field(True, description="keep EMA across rounds in STATE_DIR")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    tta_hflip: bool = Field(False, description="average logits with the h-flipped input at eval")
+    extra: dict[str, Any] = Field(default_factory=dict, description="exported as env variables")
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_keys_are_env_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"extra key {key!r} is not a valid environment variable name")
+            if not isinstance(item, str | int | float | bool):
+                raise ValueError(f"extra[{key!r}] must be a string, number or boolean")
+        return value
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainingConfig:
+        if self.local_steps is None and self.local_epochs is None:
+            raise ValueError("set local_steps or local_epochs")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Which model class and train function model_def.py provides, and how to build it."""
+
+    source: str = Field(description="the text of model_def.py")
+    class_name: str = "Net"
+    args: dict[str, Any] = Field(default_factory=dict, description="constructor kwargs (JSON)")
+    train_fn: str = "fl_train_model"
+    eval_fn: str = "fl_evaluate_model"
+
+    @field_validator("class_name", "train_fn", "eval_fn")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not IDENT_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Python identifier")
+        return value
+
+
+DEFAULT_WORKFLOW = "resonfl.fl.workflows.ScatterAndGather"
+DEFAULT_AGGREGATOR = "resonfl.fl.fedavg.FedAvg"
+
+
+class FederationConfig(_Strict):
+    """How rounds run: how many, which sites, and the workflow and aggregator class paths."""
+
+    num_rounds: int = Field(5, ge=1, le=10000)
+    min_clients: int | None = Field(None, ge=1, description="defaults to every site")
+    sites: list[str] = Field(default_factory=lambda: ["site-1", "site-2"], min_length=1)
+    workflow_path: str = DEFAULT_WORKFLOW
+    workflow_args: dict[str, Any] = Field(default_factory=dict)
+    aggregator_path: str = DEFAULT_AGGREGATOR
+    aggregator_args: dict[str, Any] = Field(default_factory=dict)
+    round_timeout_s: float = Field(3600.0, gt=0)
+    gpus_per_site: int = Field(0, ge=0, le=64)
+
+    @field_validator("sites")
+    @classmethod
+    def _site_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not SITE_NAME_RE.fullmatch(name):
+                raise ValueError(f"site name {name!r} must be 1-63 letters, digits, '.', '_', '-'")
+        if len(set(value)) != len(value):
+            raise ValueError("site names must be unique")
+        return value
+
+    @field_validator("workflow_path", "aggregator_path")
+    @classmethod
+    def _class_path(cls, value: str) -> str:
+        if not CLASS_PATH_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a dotted class path like package.module.Class")
+        return value
+
+    @model_validator(mode="after")
+    def _min_clients_fits(self) -> FederationConfig:
+        if self.min_clients is not None and self.min_clients > len(self.sites):
+            raise ValueError(
+                f"min_clients={self.min_clients} exceeds the number of sites ({len(self.sites)})"
+            )
+        return self
+
+    @property
+    def effective_min_clients(self) -> int:
+        return self.min_clients if self.min_clients is not None else len(self.sites)
