@@ -1,0 +1,49 @@
+"""One `Settings` for the API, the workers and Alembic, read from `RESONFL_*` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "changethis"
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field is `RESONFL_<NAME>` in the environment (or `.env`)."""
+
+    model_config = SettingsConfigDict(env_prefix="RESONFL_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Field(Path("./data"), description="artifacts, job workspaces, SQLite file")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means a SQLite file <data_dir>/resonfl.db"
+    )
+    redis_url: str | None = Field(
+        None, description="Celery broker; None means the embedded redis-server of `resonfl up`"
+    )
+    secret_key: str = DEFAULT_SECRET
+    public_api_url: str = "http://127.0.0.1:8000"
+    max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="per request and per zip")
+    site_heartbeat_timeout_s: float = Field(60.0, gt=0)
+    round_timeout_default_s: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _defaults_and_secret(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'resonfl.db').resolve()}"
+        if self.secret_key == DEFAULT_SECRET and self.environment != "development":
+            raise ValueError(
+                f"RESONFL_SECRET_KEY is the default {DEFAULT_SECRET!r}; "
+                f"set a real secret when RESONFL_ENVIRONMENT={self.environment}"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, for entry points (CLI, workers, Alembic), never for tests."""
+    return Settings()

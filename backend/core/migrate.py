@@ -1,0 +1,22 @@
+"""Run the job store's Alembic migrations from code (`resonfl up`, the API container, tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def alembic_config(database_url: str) -> Config:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["database_url"] = database_url
+    return cfg
+
+
+def upgrade_head(database_url: str) -> None:
+    """Bring the database at `database_url` to the newest schema (idempotent)."""
+    command.upgrade(alembic_config(database_url), "head")

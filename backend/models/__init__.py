@@ -1,0 +1,30 @@
+"""The job store's tables. Import from here so every model is registered on `Base.metadata`."""
+
+from backend.models.base import Base, utcnow
+from backend.models.job import (
+    Artifact,
+    Job,
+    JobStatus,
+    ResultStatus,
+    Round,
+    RoundStatus,
+    SiteResult,
+)
+from backend.models.site import Site, SiteStatus
+from backend.models.user import ApiToken, User
+
+__all__ = [
+    "ApiToken",
+    "Artifact",
+    "Base",
+    "Job",
+    "JobStatus",
+    "ResultStatus",
+    "Round",
+    "RoundStatus",
+    "Site",
+    "SiteResult",
+    "SiteStatus",
+    "User",
+    "utcnow",
+]

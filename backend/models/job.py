@@ -1,0 +1,140 @@
+"""Jobs, their rounds, each site's result per round, and stored artifacts."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from backend.models.base import Base, str_enum, utcnow
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class RoundStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    AGGREGATING = "aggregating"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ResultStatus(enum.StrEnum):
+    QUEUED = "queued"
+    TRAINING = "training"
+    UPLOADING = "uploading"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Job(Base):
+    """A submitted job. `files` holds the six rendered files as text; `attachments` the
+    artifact keys of what came with them: {"shards": {site: key}, "checkpoint": key,
+    "requirements": key}. The job folder itself lives in the workspace data_dir/jobs/<id>/."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[JobStatus] = mapped_column(
+        str_enum(JobStatus), default=JobStatus.QUEUED, index=True
+    )
+    files: Mapped[dict[str, str]] = mapped_column(JSON)
+    attachments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sites: Mapped[list[str]] = mapped_column(JSON)
+    num_rounds: Mapped[int]
+    min_clients: Mapped[int]
+    current_round: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    rounds: Mapped[list[Round]] = relationship(
+        back_populates="job", order_by="Round.number", cascade="all, delete-orphan"
+    )
+    results: Mapped[list[SiteResult]] = relationship(
+        back_populates="job",
+        order_by="(SiteResult.round_num, SiteResult.site)",
+        cascade="all, delete-orphan",
+    )
+
+
+class Round(Base):
+    """One round of a job. `weights_key`/`weights_sha256` are the global weights *entering*
+    this round (safetensors artifact) that sites fetch; `timings` is free-form seconds."""
+
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int]
+    status: Mapped[RoundStatus] = mapped_column(str_enum(RoundStatus), default=RoundStatus.PENDING)
+    weights_key: Mapped[str | None] = mapped_column(String(64))
+    weights_sha256: Mapped[str | None] = mapped_column(String(64))
+    deadline: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    aggregated_at: Mapped[datetime | None]
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[Job] = relationship(back_populates="rounds")
+
+
+class SiteResult(Base):
+    """What one site did in one round: progress, then its update (an artifact) or an error."""
+
+    __tablename__ = "site_results"
+    __table_args__ = (UniqueConstraint("job_id", "round_num", "site"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    round_num: Mapped[int]
+    site: Mapped[str] = mapped_column(String(63))
+    status: Mapped[ResultStatus] = mapped_column(
+        str_enum(ResultStatus), default=ResultStatus.QUEUED
+    )
+    samples: Mapped[int | None]
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    artifact_key: Mapped[str | None] = mapped_column(String(64))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    train_s: Mapped[float | None]
+    total_s: Mapped[float | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    log_key: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="results")
+
+
+class Artifact(Base):
+    """A file in the artifact store (shard zips, uploaded updates, global weights, logs)."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,122 @@
+"""The artifact store: content written once under data_dir, addressed by an opaque key.
+
+Writes are atomic (temp file + rename), so a reader never sees half a file and a crash leaves
+only a temp file behind. Each job also gets a workspace, data_dir/jobs/<id>/, holding the job
+folder (`job/`), the persistor's `files_out/` (GLOBAL_MODEL*.pt) and `model_out/`
+(checkpoint.pt, the Download button's file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
+CHUNK = 1 << 20
+
+
+class ArtifactTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+class ArtifactStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir).resolve()
+        self.artifacts = self.root / "artifacts"
+        self.tmp = self.root / "tmp"
+        self.jobs = self.root / "jobs"
+        for folder in (self.artifacts, self.tmp, self.jobs):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    # -- artifacts -------------------------------------------------------------------------
+    def path(self, key: str) -> Path:
+        if not _KEY_RE.fullmatch(key):
+            raise KeyError(f"not an artifact key: {key!r}")
+        return self.artifacts / key[:2] / key
+
+    def open(self, key: str) -> BinaryIO:
+        return self.path(key).open("rb")
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def put(
+        self, stream: BinaryIO | Iterable[bytes], max_bytes: int | None = None
+    ) -> tuple[str, str, int]:
+        """Store a stream (file object or iterable of chunks); return (key, sha256, size)."""
+        key = uuid.uuid4().hex
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp / f"{key}.part"
+        digest = hashlib.sha256()
+        size = 0
+        chunks = iter(lambda: stream.read(CHUNK), b"") if hasattr(stream, "read") else stream
+        try:
+            with tmp.open("wb") as out:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise ArtifactTooLarge(max_bytes)
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return key, digest.hexdigest(), size
+
+    def put_file(self, path: Path) -> tuple[str, str, int]:
+        with path.open("rb") as fh:
+            return self.put(fh)
+
+    def put_bytes(self, data: bytes) -> tuple[str, str, int]:
+        return self.put([data])
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    # -- scratch and job workspaces ------------------------------------------------------
+    def scratch_dir(self) -> Path:
+        """A fresh private folder under data_dir/tmp (same filesystem: renames are atomic)."""
+        folder = self.tmp / uuid.uuid4().hex
+        folder.mkdir()
+        return folder
+
+    def workspace(self, job_id: int) -> Path:
+        return self.jobs / str(int(job_id))
+
+    def job_folder(self, job_id: int) -> Path:
+        return self.workspace(job_id) / "job"
+
+    def files_out(self, job_id: int) -> Path:
+        return self.workspace(job_id) / "files_out"
+
+    def model_out(self, job_id: int) -> Path:
+        return self.workspace(job_id) / "model_out"
+
+    def global_model_path(self, job_id: int, round_num: int | None = None) -> Path:
+        """files_out/GLOBAL_MODEL_round_N.pt, or model_out/checkpoint.pt when round is None."""
+        if round_num is None:
+            return self.model_out(job_id) / "checkpoint.pt"
+        return self.files_out(job_id) / f"GLOBAL_MODEL_round_{int(round_num)}.pt"
+
+    def create_workspace(self, job_id: int, job_folder: Path) -> Path:
+        """Move a staged job folder into place and create the persistor's output folders."""
+        ws = self.workspace(job_id)
+        ws.mkdir(parents=True, exist_ok=False)
+        os.replace(job_folder, self.job_folder(job_id))
+        self.files_out(job_id).mkdir()
+        self.model_out(job_id).mkdir()
+        return ws
+
+    def remove_workspace(self, job_id: int) -> None:
+        shutil.rmtree(self.workspace(job_id), ignore_errors=True)

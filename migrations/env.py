@@ -1,0 +1,57 @@
+"""Alembic environment: the URL comes from the same Settings as the API and the workers.
+
+A caller may pass a URL in `config.attributes["database_url"]` (tests, `resonfl up`); else
+`Settings().database_url` is used.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+
+from backend.core.config import Settings
+from backend.core.db import create_db_engine
+from backend.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    url = config.attributes.get("database_url")
+    return str(url) if url else Settings().database_url
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    engine = create_db_engine(_url())
+    with engine.connect() as conn:
+        _run(conn)
+    engine.dispose()
+
+
+def _run(connection: object) -> None:
+    context.configure(
+        connection=connection,  # type: ignore[arg-type]
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
