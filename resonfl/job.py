@@ -1,0 +1,456 @@
+"""The six-file FL job: render a `Job` to a folder, load it back, validate it.
+
+A job folder holds model_def.py, custom_client_executor.py, custom_persistor.py,
+config_fed_client.json, config_fed_server.json and meta.json (NVIDIA FLARE-shaped JSON,
+``format_version: 2``), plus optional requirements.txt, a warm-start checkpoint and
+``shards/<site>/`` data. Rendering is deterministic: the same Job gives the same bytes.
+Loading never executes model_def.py: its class and functions are checked with ``ast``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.resources
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from resonfl import __version__
+from resonfl.config import (
+    SITE_NAME_RE,
+    FederationConfig,
+    ModelConfig,
+    TrainingConfig,
+)
+
+FORMAT_VERSION = 2
+MODEL_DEF = "model_def.py"
+EXECUTOR = "custom_client_executor.py"
+PERSISTOR = "custom_persistor.py"
+CLIENT_CONFIG = "config_fed_client.json"
+SERVER_CONFIG = "config_fed_server.json"
+META = "meta.json"
+JOB_FILES = (MODEL_DEF, EXECUTOR, PERSISTOR, CLIENT_CONFIG, SERVER_CONFIG, META)
+REQUIREMENTS = "requirements.txt"
+CHECKPOINT_NAMES = ("model_checkpoint.safetensors", "model_checkpoint.pt")
+SHARDS_DIR = "shards"
+
+EXECUTOR_CLASS = "custom_client_executor.GenericClientExecutor"
+PERSISTOR_CLASS = "custom_persistor.PTFileModelPersistor"
+SHAREABLE_GENERATOR_CLASS = "resonfl.fl.shareable.FullModelShareableGenerator"
+TRAIN_TASK = "train"
+
+
+class JobValidationError(ValueError):
+    """A job folder or Job that cannot run; names the file and the field at fault."""
+
+    def __init__(self, file: str, field: str, message: str) -> None:
+        self.file, self.field, self.message = file, field, message
+        where = f"{file}: {field}" if field else file
+        super().__init__(f"{where}: {message}")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "field": self.field, "message": self.message}
+
+
+def template_text(name: str) -> str:
+    """The platform's own copy of a job script (byte-identical in every rendered job)."""
+    return importlib.resources.files("resonfl.templates").joinpath(name).read_text("utf-8")
+
+
+class Job(BaseModel):
+    """Everything one FL job needs; `render` turns it into the six files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120)
+    model: ModelConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    model_checkpoint: Path | None = None
+    requirements: list[str] = Field(default_factory=list)
+    shards: dict[str, Path] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        if not value.isprintable() or value.strip() != value:
+            raise ValueError("name must be printable with no leading/trailing spaces")
+        return value
+
+    @field_validator("requirements")
+    @classmethod
+    def _one_requirement_per_line(cls, value: list[str]) -> list[str]:
+        for line in value:
+            if "\n" in line or not line.strip():
+                raise ValueError(f"requirement {line!r} must be one non-empty line")
+        return value
+
+    # ---------------------------------------------------------------- rendering
+    def checkpoint_name(self) -> str | None:
+        if self.model_checkpoint is None:
+            return None
+        return CHECKPOINT_NAMES[0] if self.model_checkpoint.suffix == ".safetensors" else CHECKPOINT_NAMES[1]
+
+    def client_config(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "executors": [
+                {
+                    "tasks": [TRAIN_TASK],
+                    "executor": {
+                        "id": "executor",
+                        "path": EXECUTOR_CLASS,
+                        "args": self.training.model_dump(mode="json"),
+                    },
+                }
+            ],
+            "components": [_model_component(self.model)],
+            "train_fn": self.model.train_fn,
+            "eval_fn": self.model.eval_fn,
+        }
+
+    def server_config(self) -> dict[str, Any]:
+        fed = self.federation
+        workflow_args = {
+            "num_rounds": fed.num_rounds,
+            "min_clients": fed.effective_min_clients,
+            "round_timeout_s": fed.round_timeout_s,
+            "train_task_name": TRAIN_TASK,
+            "persistor_id": "persistor",
+            "shareable_generator_id": "shareable_generator",
+            "aggregator_id": "aggregator",
+            **fed.workflow_args,
+        }
+        return {
+            "format_version": FORMAT_VERSION,
+            "components": [
+                {
+                    "id": "persistor",
+                    "path": PERSISTOR_CLASS,
+                    "args": {"model": "model", "model_checkpoint": self.checkpoint_name()},
+                },
+                _model_component(self.model),
+                {"id": "shareable_generator", "path": SHAREABLE_GENERATOR_CLASS, "args": {}},
+                {"id": "aggregator", "path": fed.aggregator_path, "args": dict(fed.aggregator_args)},
+            ],
+            "workflows": [
+                {"id": "workflow", "path": fed.workflow_path, "args": workflow_args},
+            ],
+        }
+
+    def meta(self) -> dict[str, Any]:
+        fed = self.federation
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "platform_version": __version__,
+            "deploy_map": {"app": list(fed.sites)},
+            "sites": list(fed.sites),
+            "min_clients": fed.effective_min_clients,
+            "resource_spec": {site: {"num_gpus": fed.gpus_per_site} for site in fed.sites},
+            "model_checkpoint": self.checkpoint_name(),
+            "requirements": REQUIREMENTS if self.requirements else None,
+            "shards": {site: f"{SHARDS_DIR}/{site}" for site in sorted(self.shards)},
+        }
+
+    def rendered_files(self) -> dict[str, str]:
+        """The six files as text, exactly as `render` writes them."""
+        return {
+            MODEL_DEF: self.model.source,
+            EXECUTOR: template_text(EXECUTOR),
+            PERSISTOR: template_text(PERSISTOR),
+            CLIENT_CONFIG: _dump_json(self.client_config()),
+            SERVER_CONFIG: _dump_json(self.server_config()),
+            META: _dump_json(self.meta()),
+        }
+
+    def render(self, directory: str | Path) -> Path:
+        """Write the job folder (six files, requirements, checkpoint, shards); return its path."""
+        self.validate()
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in self.rendered_files().items():
+            (out / name).write_text(text, encoding="utf-8", newline="\n")
+        if self.requirements:
+            (out / REQUIREMENTS).write_text("\n".join(self.requirements) + "\n", encoding="utf-8")
+        if self.model_checkpoint is not None:
+            shutil.copyfile(self.model_checkpoint, out / str(self.checkpoint_name()))
+        for site, source in sorted(self.shards.items()):
+            target = out / SHARDS_DIR / site
+            if Path(source).resolve() != target.resolve():
+                if target.exists():
+                    shutil.rmtree(target)
+                shutil.copytree(source, target)
+        return out
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> Job:
+        """Check what pydantic alone cannot; raise JobValidationError naming file and field."""
+        check_model_source(self.model)
+        fed = self.federation
+        for site in self.shards:
+            if site not in fed.sites:
+                raise JobValidationError(META, "shards", f"shard for unknown site {site!r}")
+        for site, source in self.shards.items():
+            if not Path(source).is_dir():
+                raise JobValidationError(META, f"shards.{site}", f"{source} is not a folder")
+        if self.model_checkpoint is not None and not Path(self.model_checkpoint).is_file():
+            raise JobValidationError(META, "model_checkpoint", f"{self.model_checkpoint} not found")
+        _check_fl_components(fed)
+        return self
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Job:
+        """Read a job folder back into a Job (the inverse of `render`), validating it."""
+        return validate_job_dir(directory)
+
+
+def _model_component(model: ModelConfig) -> dict[str, Any]:
+    return {"id": "model", "path": f"model_def.{model.class_name}", "args": dict(model.args)}
+
+
+def _dump_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def check_model_source(model: ModelConfig) -> None:
+    """Parse model_def.py (never run it) and check the class and functions exist."""
+    try:
+        tree = ast.parse(model.source, filename=MODEL_DEF)
+    except SyntaxError as exc:
+        raise JobValidationError(MODEL_DEF, f"line {exc.lineno}", f"syntax error: {exc.msg}") from None
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    functions = {
+        n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    assigned = {
+        t.id
+        for n in tree.body
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }
+    imported = {
+        (alias.asname or alias.name).split(".")[0]
+        for n in tree.body
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for alias in n.names
+    }
+    if model.class_name not in classes | assigned | imported:
+        raise JobValidationError(
+            MODEL_DEF, "class_name", f"model_def.py defines no class {model.class_name!r}"
+        )
+    train = functions.get(model.train_fn)
+    if train is None:
+        raise JobValidationError(
+            MODEL_DEF, "train_fn", f"model_def.py defines no function {model.train_fn!r}"
+        )
+    n_args = len(train.args.posonlyargs) + len(train.args.args)
+    if n_args < 4 and train.args.vararg is None:
+        raise JobValidationError(
+            MODEL_DEF,
+            "train_fn",
+            f"{model.train_fn}(model, env, out_dir, logger) must take 4 arguments, takes {n_args}",
+        )
+
+
+def _check_fl_components(fed: FederationConfig) -> None:
+    """Resolve workflow and aggregator class paths now, not when round 7 fails."""
+    from resonfl.fl.base import Aggregator, ComponentError, Workflow, resolve_class
+
+    for field, path, base, args in (
+        ("workflow_path", fed.workflow_path, Workflow, None),
+        ("aggregator_path", fed.aggregator_path, Aggregator, fed.aggregator_args),
+    ):
+        try:
+            cls = resolve_class(path, base)
+        except ComponentError as exc:
+            raise JobValidationError(SERVER_CONFIG, field, str(exc)) from None
+        if args is not None:
+            try:
+                cls(args)
+            except ValidationError as exc:
+                raise JobValidationError(
+                    SERVER_CONFIG, "aggregator_args", _pydantic_message(exc)
+                ) from None
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
+
+
+# -------------------------------------------------------------------- loading
+def _read_json(folder: Path, name: str) -> dict[str, Any]:
+    path = folder / name
+    if not path.is_file():
+        raise JobValidationError(name, "", "file is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise JobValidationError(name, "", f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise JobValidationError(name, "", "must be a JSON object")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise JobValidationError(
+            name, "format_version", f"must be {FORMAT_VERSION}, got {data.get('format_version')!r}"
+        )
+    return data
+
+
+def _get(data: Any, file: str, field: str, kind: type | tuple[type, ...]) -> Any:
+    """Follow a dotted path with list indexes (``executors.0.executor``)."""
+    cur = data
+    for part in field.split("."):
+        try:
+            cur = cur[int(part)] if isinstance(cur, list) else cur[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise JobValidationError(file, field, "is missing") from None
+    if not isinstance(cur, kind):
+        raise JobValidationError(file, field, f"must be {_kind_name(kind)}")
+    return cur
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _component(config: dict[str, Any], file: str, cid: str) -> dict[str, Any]:
+    comps = _get(config, file, "components", list)
+    for comp in comps:
+        if isinstance(comp, dict) and comp.get("id") == cid:
+            _get(comp, file, "path", str)
+            if not isinstance(comp.get("args", {}), dict):
+                raise JobValidationError(file, f"components[{cid}].args", "must be an object")
+            return comp
+    raise JobValidationError(file, f"components[{cid}]", "is missing")
+
+
+def _model_from(comp: dict[str, Any], file: str) -> tuple[str, dict[str, Any]]:
+    module, _, name = comp["path"].rpartition(".")
+    if module != "model_def" or not name:
+        raise JobValidationError(
+            file, "components[model].path", f"must be model_def.<Class>, got {comp['path']!r}"
+        )
+    return name, dict(comp.get("args", {}))
+
+
+def _pydantic(file: str, prefix: str, build: Any) -> Any:
+    try:
+        return build()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        field = f"{prefix}.{loc}" if loc else prefix
+        raise JobValidationError(file, field, err["msg"]) from None
+
+
+def validate_job_dir(directory: str | Path) -> Job:
+    """Load and validate a job folder; raise JobValidationError naming the file and field."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise JobValidationError(str(folder), "", "job folder not found")
+    for name in JOB_FILES:
+        if not (folder / name).is_file():
+            raise JobValidationError(name, "", "file is missing")
+    client = _read_json(folder, CLIENT_CONFIG)
+    server = _read_json(folder, SERVER_CONFIG)
+    meta = _read_json(folder, META)
+
+    executor = _get(client, CLIENT_CONFIG, "executors.0.executor", dict)
+    if _get(executor, CLIENT_CONFIG, "path", str) != EXECUTOR_CLASS:
+        raise JobValidationError(
+            CLIENT_CONFIG, "executors[0].executor.path", f"must be {EXECUTOR_CLASS}"
+        )
+    args = _get(executor, CLIENT_CONFIG, "args", dict)
+    training = _pydantic(
+        CLIENT_CONFIG, "executors[0].executor.args", lambda: TrainingConfig.model_validate(args)
+    )
+    class_name, model_args = _model_from(_component(client, CLIENT_CONFIG, "model"), CLIENT_CONFIG)
+    source = (folder / MODEL_DEF).read_text(encoding="utf-8", errors="strict")
+    model = _pydantic(
+        CLIENT_CONFIG,
+        "components[model]",
+        lambda: ModelConfig(
+            source=source,
+            class_name=class_name,
+            args=model_args,
+            train_fn=client.get("train_fn", "fl_train_model"),
+            eval_fn=client.get("eval_fn", "fl_evaluate_model"),
+        ),
+    )
+
+    workflow = _get(server, SERVER_CONFIG, "workflows.0", dict)
+    wf_path = _get(workflow, SERVER_CONFIG, "path", str)
+    wf_args = dict(_get(workflow, SERVER_CONFIG, "args", dict))
+    aggregator = _component(server, SERVER_CONFIG, "aggregator")
+    _component(server, SERVER_CONFIG, "persistor")
+    sites = _get(meta, META, "sites", list)
+    num_rounds = wf_args.pop("num_rounds", None)
+    min_clients = wf_args.pop("min_clients", None)
+    timeout = wf_args.pop("round_timeout_s", 3600.0)
+    for key in ("train_task_name", "persistor_id", "shareable_generator_id", "aggregator_id"):
+        wf_args.pop(key, None)
+    spec = meta.get("resource_spec") or {}
+    gpus = max((int(v.get("num_gpus", 0)) for v in spec.values() if isinstance(v, dict)), default=0)
+    federation = _pydantic(
+        SERVER_CONFIG,
+        "workflows[0].args",
+        lambda: FederationConfig(
+            num_rounds=num_rounds,
+            min_clients=min_clients,
+            sites=sites,
+            workflow_path=wf_path,
+            workflow_args=wf_args,
+            aggregator_path=aggregator["path"],
+            aggregator_args=dict(aggregator.get("args", {})),
+            round_timeout_s=timeout,
+            gpus_per_site=gpus,
+        ),
+    )
+    name = _get(meta, META, "name", str)
+
+    checkpoint = None
+    ckpt_name = meta.get("model_checkpoint")
+    if ckpt_name is not None:
+        if ckpt_name not in CHECKPOINT_NAMES:
+            raise JobValidationError(META, "model_checkpoint", f"must be one of {CHECKPOINT_NAMES}")
+        checkpoint = folder / ckpt_name
+    requirements: list[str] = []
+    if (folder / REQUIREMENTS).is_file():
+        requirements = [
+            line.strip()
+            for line in (folder / REQUIREMENTS).read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
+    shards: dict[str, Path] = {}
+    for site, rel in (meta.get("shards") or {}).items():
+        if not isinstance(site, str) or not SITE_NAME_RE.fullmatch(site):
+            raise JobValidationError(META, "shards", f"bad site name {site!r}")
+        if rel != f"{SHARDS_DIR}/{site}":
+            raise JobValidationError(META, f"shards.{site}", f"must be {SHARDS_DIR}/{site}")
+        shards[site] = folder / rel
+
+    job = _pydantic(
+        META,
+        "",
+        lambda: Job(
+            name=name,
+            model=model,
+            training=training,
+            federation=federation,
+            model_checkpoint=checkpoint,
+            requirements=requirements,
+            shards=shards,
+        ),
+    )
+    return job.validate()

@@ -1,0 +1,19 @@
+"""Sandboxed execution of job code: one site's round, or the persistor's initial weights."""
+
+from resonfl.runner.sandbox import (
+    SandboxError,
+    SandboxTimeout,
+    SiteRoundResult,
+    init_global_weights,
+    run_sandboxed,
+    run_site_round,
+)
+
+__all__ = [
+    "SandboxError",
+    "SandboxTimeout",
+    "SiteRoundResult",
+    "init_global_weights",
+    "run_sandboxed",
+    "run_site_round",
+]

@@ -1,0 +1,186 @@
+"""ResonFL global-model persistor (server side). Byte-identical in every job; do not edit.
+
+The only component that touches the global model files of a job's workspace:
+  * initial weights: from the job's warm-start checkpoint (safetensors, or a torch file read
+    with ``torch.load(weights_only=True)``) or a freshly built model class from model_def.py;
+  * after each aggregation: ``files_out/GLOBAL_MODEL.pt`` (rolling) and
+    ``files_out/GLOBAL_MODEL_round_N.pt``;
+  * at the end: ``model_out/checkpoint.pt``, the file the Download button serves.
+Every write is atomic (temp file in the same folder, fsync, rename): no reader ever sees a
+half-written file. Self-contained: stdlib, torch and safetensors only.
+
+Building the initial model runs user code (model_def.py), so the platform runs that step in
+its sandbox: ``python custom_persistor.py init --job-dir DIR --out initial.safetensors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+StateDict = dict[str, torch.Tensor]
+GLOBAL_MODEL = "GLOBAL_MODEL.pt"
+ROUND_MODEL = "GLOBAL_MODEL_round_{}.pt"
+ROUND_MODEL_RE = re.compile(r"^GLOBAL_MODEL_round_(\d+)\.pt$")
+FINAL_MODEL = "checkpoint.pt"
+
+
+class PersistorError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` with torch.save so that ``path`` is either old or complete, never partial."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_state_dict_file(path: Path) -> StateDict:
+    """Read weights safely: safetensors, or torch.load with weights_only=True (no pickle code)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises several types for a bad header
+            raise PersistorError(f"{path.name}: not a valid safetensors file ({exc})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise PersistorError(
+            f"{path.name}: not a weights-only torch checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner:
+                obj = inner
+                break
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise PersistorError(f"{path.name}: expected a state dict of tensors")
+    return dict(obj)
+
+
+class PTFileModelPersistor:
+    """Loads the initial global model and saves each round's global model atomically."""
+
+    def __init__(
+        self,
+        workspace: str | Path,
+        job_dir: str | Path | None = None,
+        model: str = "model",
+        model_checkpoint: str | None = None,
+    ) -> None:
+        self.workspace = Path(workspace)
+        self.job_dir = Path(job_dir) if job_dir is not None else None
+        self.model_id = model
+        self.model_checkpoint = model_checkpoint
+        self.files_out = self.workspace / "files_out"
+        self.model_out = self.workspace / "model_out"
+
+    # -- initial weights (runs model_def.py: call it inside the sandbox) -------------------
+    def build_model(self) -> torch.nn.Module:
+        if self.job_dir is None:
+            raise PersistorError("job_dir is needed to build the model")
+        config = json.loads((self.job_dir / "config_fed_server.json").read_text("utf-8"))
+        comp = next(c for c in config["components"] if c.get("id") == self.model_id)
+        module_name, _, class_name = comp["path"].rpartition(".")
+        if str(self.job_dir) not in sys.path:
+            sys.path.insert(0, str(self.job_dir))
+        module = importlib.import_module(module_name)
+        return getattr(module, class_name)(**comp.get("args", {}))
+
+    def load_initial(self) -> StateDict:
+        model = self.build_model()
+        if self.model_checkpoint:
+            assert self.job_dir is not None
+            weights = load_state_dict_file(self.job_dir / self.model_checkpoint)
+            try:
+                model.load_state_dict(weights, strict=True)
+            except RuntimeError as exc:
+                raise PersistorError(
+                    f"{self.model_checkpoint} does not fit the model class: {exc}"
+                ) from None
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    # -- per-round and final saves ---------------------------------------------------------
+    def save_round(self, weights: StateDict, round_num: int) -> Path:
+        """Write GLOBAL_MODEL_round_N.pt, then the rolling GLOBAL_MODEL.pt."""
+        target = self.files_out / ROUND_MODEL.format(round_num)
+        atomic_torch_save(weights, target)
+        atomic_torch_save(weights, self.files_out / GLOBAL_MODEL)
+        return target
+
+    def save_final(self, weights: StateDict) -> Path:
+        target = self.model_out / FINAL_MODEL
+        atomic_torch_save(weights, target)
+        return target
+
+    def rounds_saved(self) -> list[int]:
+        if not self.files_out.is_dir():
+            return []
+        found = (ROUND_MODEL_RE.match(p.name) for p in self.files_out.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def load_round(self, round_num: int) -> StateDict:
+        return load_state_dict_file(self.files_out / ROUND_MODEL.format(round_num))
+
+
+def _init_command(job_dir: Path, out: Path) -> None:
+    config = json.loads((job_dir / "config_fed_server.json").read_text("utf-8"))
+    comp = next(c for c in config["components"] if c.get("id") == "persistor")
+    args = comp.get("args", {})
+    persistor = PTFileModelPersistor(
+        workspace=out.parent,
+        job_dir=job_dir,
+        model=args.get("model", "model"),
+        model_checkpoint=args.get("model_checkpoint"),
+    )
+    weights = persistor.load_initial()
+    from safetensors.torch import save_file
+
+    tmp = out.with_name(out.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
+    os.replace(tmp, out)
+    print(f"initial weights: {len(weights)} tensors -> {out.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="write the initial global weights as safetensors")
+    init.add_argument("--job-dir", type=Path, required=True)
+    init.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        _init_command(args.job_dir.resolve(), args.out.resolve())
+    except PersistorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
