@@ -1,0 +1,88 @@
+"""FL algorithms as pure code: aggregators, workflows, and their shared interfaces.
+
+Shared by the local simulator and the server's aggregation task; no web/db/Celery imports.
+Components are picked by dotted class path (``resolve_class``) and configured by one typed
+``Args`` object each.
+"""
+
+from resonfl.fl.base import (
+    Aggregator,
+    AggregatorState,
+    ComponentError,
+    DuplicateUpdateError,
+    FLError,
+    InvalidUpdateError,
+    NoArgs,
+    NonFiniteUpdateError,
+    NoUpdatesError,
+    RoundClosedError,
+    RoundNotStartedError,
+    StateDict,
+    StateMismatchError,
+    UnknownSiteError,
+    WeightsMismatchError,
+    Workflow,
+    WorkflowArgs,
+    dump_state,
+    load_state,
+    resolve_class,
+    weighted_metrics,
+)
+from resonfl.fl.cyclic import Cyclic, CyclicAggregator
+from resonfl.fl.fedavg import FedAvg, WeightedSum, fedavg
+from resonfl.fl.fedopt import (
+    FedAdam,
+    FedAdamArgs,
+    FedAvgM,
+    FedAvgMArgs,
+    FedOpt,
+    FedOptArgs,
+    FedYogi,
+    FedYogiArgs,
+)
+from resonfl.fl.fedprox import FedProx, FedProxArgs, proximal_term
+from resonfl.fl.hierarchical import HierarchicalArgs, HierarchicalFedAvg
+from resonfl.fl.workflows import ScatterAndGather
+
+__all__ = [
+    "Aggregator",
+    "AggregatorState",
+    "ComponentError",
+    "Cyclic",
+    "CyclicAggregator",
+    "DuplicateUpdateError",
+    "FLError",
+    "FedAdam",
+    "FedAdamArgs",
+    "FedAvg",
+    "FedAvgM",
+    "FedAvgMArgs",
+    "FedOpt",
+    "FedOptArgs",
+    "FedProx",
+    "FedProxArgs",
+    "FedYogi",
+    "FedYogiArgs",
+    "HierarchicalArgs",
+    "HierarchicalFedAvg",
+    "InvalidUpdateError",
+    "NoArgs",
+    "NoUpdatesError",
+    "NonFiniteUpdateError",
+    "RoundClosedError",
+    "RoundNotStartedError",
+    "ScatterAndGather",
+    "StateDict",
+    "StateMismatchError",
+    "UnknownSiteError",
+    "WeightedSum",
+    "WeightsMismatchError",
+    "Workflow",
+    "WorkflowArgs",
+    "dump_state",
+    "fedavg",
+    "load_state",
+    "proximal_term",
+    "resolve_class",
+    "weighted_metrics",
+]
