@@ -200,8 +200,30 @@ class Job(BaseModel):
                 raise JobValidationError(META, f"shards.{site}", f"{source} is not a folder")
         if self.model_checkpoint is not None and not Path(self.model_checkpoint).is_file():
             raise JobValidationError(META, "model_checkpoint", f"{self.model_checkpoint} not found")
-        _check_fl_components(fed)
+        _check_fl_components(self)
         return self
+
+    def workflow_args(self) -> dict[str, Any]:
+        fed = self.federation
+        return {
+            "num_rounds": fed.num_rounds,
+            "min_clients": fed.effective_min_clients,
+            "round_timeout_s": fed.round_timeout_s,
+            **fed.workflow_args,
+        }
+
+    def build_workflow(self) -> Any:
+        """The job's workflow object (`resonfl.fl.base.Workflow`), built from its class path."""
+        from resonfl.fl.base import Workflow, resolve_class
+
+        return resolve_class(self.federation.workflow_path, Workflow)(self.workflow_args())
+
+    def build_aggregator(self) -> Any:
+        """A fresh aggregator (`resonfl.fl.base.Aggregator`) for this job."""
+        from resonfl.fl.base import Aggregator, resolve_class
+
+        fed = self.federation
+        return resolve_class(fed.aggregator_path, Aggregator)(fed.aggregator_args)
 
     @classmethod
     def load(cls, directory: str | Path) -> Job:
@@ -258,25 +280,24 @@ def check_model_source(model: ModelConfig) -> None:
         )
 
 
-def _check_fl_components(fed: FederationConfig) -> None:
+def _check_fl_components(job: Job) -> None:
     """Resolve workflow and aggregator class paths now, not when round 7 fails."""
     from resonfl.fl.base import Aggregator, ComponentError, Workflow, resolve_class
 
+    fed = job.federation
     for field, path, base, args in (
-        ("workflow_path", fed.workflow_path, Workflow, None),
+        ("workflow_path", fed.workflow_path, Workflow, job.workflow_args()),
         ("aggregator_path", fed.aggregator_path, Aggregator, fed.aggregator_args),
     ):
         try:
             cls = resolve_class(path, base)
         except ComponentError as exc:
             raise JobValidationError(SERVER_CONFIG, field, str(exc)) from None
-        if args is not None:
-            try:
-                cls(args)
-            except ValidationError as exc:
-                raise JobValidationError(
-                    SERVER_CONFIG, "aggregator_args", _pydantic_message(exc)
-                ) from None
+        try:
+            cls(args)
+        except ValidationError as exc:
+            where = "workflows[0].args" if base is Workflow else "components[aggregator].args"
+            raise JobValidationError(SERVER_CONFIG, where, _pydantic_message(exc)) from None
 
 
 def _pydantic_message(exc: ValidationError) -> str:

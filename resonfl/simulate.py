@@ -1,0 +1,228 @@
+"""Local simulator: run a job folder on one machine, no server, same files as the platform.
+
+Every site's round runs in its own child process through the same sandboxed runner the site
+workers use; aggregation uses the same `resonfl.fl` classes as the server; the workspace gets
+the server's layout (``files_out/GLOBAL_MODEL*.pt``, ``model_out/checkpoint.pt``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resonfl.fl.base import weighted_metrics
+from resonfl.fl.shareable import FullModelShareableGenerator
+from resonfl.job import Job, JobValidationError
+from resonfl.runner import SandboxError, SiteRoundResult, init_global_weights, run_site_round
+from resonfl.templates.custom_persistor import PTFileModelPersistor
+
+
+class SimulationError(RuntimeError):
+    """A round could not complete (too few sites answered, or the model could not be built)."""
+
+
+@dataclass
+class RoundSummary:
+    round: int
+    sites: list[str]
+    metrics: dict[str, float]
+    site_metrics: dict[str, dict[str, float]]
+    samples: dict[str, int]
+    failed: dict[str, str]
+    train_s: float
+    wall_s: float
+
+    def line(self, num_rounds: int) -> str:
+        shown = ("train_loss", "global_val_loss", "global_top1", "val_loss", "top1")
+        parts = [f"{k}={self.metrics[k]:.4f}" for k in shown if k in self.metrics]
+        fail = f" failed={sorted(self.failed)}" if self.failed else ""
+        return (
+            f"round {self.round + 1}/{num_rounds}: {' '.join(parts)} "
+            f"({self.wall_s:.1f}s, sites {len(self.samples)}){fail}"
+        )
+
+
+@dataclass
+class SimulationResult:
+    workspace: Path
+    checkpoint: Path
+    rounds: list[RoundSummary] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "workspace": str(self.workspace),
+            "checkpoint": str(self.checkpoint),
+            "rounds": [r.__dict__ for r in self.rounds],
+        }
+
+
+def simulate(
+    job_dir: str | Path,
+    workspace: str | Path,
+    sites: int | list[str] | None = None,
+    num_rounds: int | None = None,
+    progress: bool = True,
+    parallel: int | None = None,
+    timeout_s: float | None = None,
+    data_roots: dict[str, Path] | None = None,
+    on_round: Callable[[RoundSummary], None] | None = None,
+) -> SimulationResult:
+    """Run the job in ``job_dir``; write checkpoints under ``workspace``; return per-round metrics.
+
+    ``sites`` picks the first N of the job's sites (or names them); ``num_rounds`` overrides
+    the job's round count; ``parallel`` caps concurrent site processes (default: CPU count).
+    """
+    job_dir = Path(job_dir).resolve()
+    job = Job.load(job_dir)
+    site_names = _pick_sites(job, sites)
+    rounds = num_rounds or job.federation.num_rounds
+    if num_rounds is not None:
+        job.federation.num_rounds = num_rounds
+    roots = {s: Path(p) for s, p in (data_roots or {}).items()}
+    for site in site_names:
+        if site not in roots:
+            if site not in job.shards:
+                raise JobValidationError(
+                    "meta.json", f"shards.{site}", "no data shard for this site in the job folder"
+                )
+            roots[site] = job.shards[site]
+
+    ws = Path(workspace).resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    timeout = timeout_s or job.federation.round_timeout_s
+    workflow = job.build_workflow()
+    aggregator = job.build_aggregator()
+    persistor = PTFileModelPersistor(ws)
+    generator = FullModelShareableGenerator()
+
+    global_path = ws / "global" / "round_0.safetensors"
+    try:
+        init_global_weights(job_dir, global_path, ws / "init", timeout)
+    except SandboxError as exc:
+        raise SimulationError(f"initial model: {exc}\n{exc.log[-2000:]}") from None
+    weights = generator.load(global_path)
+
+    workers = parallel or max(1, min(len(site_names), os.cpu_count() or 1))
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env_extra = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    bar = _progress_bar(rounds, progress)
+    result = SimulationResult(ws, ws / "model_out" / "checkpoint.pt")
+    try:
+        for rnd in range(rounds):
+            started = time.monotonic()
+            chosen = workflow.sites_for_round(rnd, site_names)
+            task_args = aggregator.client_args()
+
+            def train(site: str, rnd: int = rnd, path: Path = global_path) -> SiteRoundResult:
+                return run_site_round(
+                    job_dir, site, rnd, rounds, path,
+                    work_dir=ws / "sites" / site / "work",
+                    data_root=roots[site],
+                    state_dir=ws / "sites" / site / "state",
+                    timeout_s=timeout,
+                    task_args=task_args,
+                    env_extra=env_extra,
+                )
+
+            outcomes = _run_all(chosen, train, workers)
+            aggregator.reset(weights, rnd)
+            done: dict[str, SiteRoundResult] = {}
+            failed: dict[str, str] = {}
+            for site, outcome in outcomes.items():
+                _save_site_log(ws, site, rnd, outcome)
+                if isinstance(outcome, SandboxError):
+                    failed[site] = str(outcome)
+                    continue
+                aggregator.accept(site, generator.load(outcome.weights_path), outcome.samples)
+                done[site] = outcome
+            needed = workflow.min_results(rnd, site_names)
+            if len(done) < needed:
+                detail = "; ".join(f"{s}: {m}" for s, m in failed.items())
+                raise SimulationError(
+                    f"round {rnd}: {len(done)} of {needed} required sites finished. {detail}"
+                )
+            weights = aggregator.aggregate()
+            persistor.save_round(weights, rnd)
+            global_path = ws / "global" / f"round_{rnd + 1}.safetensors"
+            generator.save(weights, global_path)
+            summary = RoundSummary(
+                round=rnd,
+                sites=chosen,
+                metrics=weighted_metrics((r.metrics, r.samples) for r in done.values()),
+                site_metrics={s: r.metrics for s, r in done.items()},
+                samples={s: r.samples for s, r in done.items()},
+                failed=failed,
+                train_s=max((r.train_s for r in done.values()), default=0.0),
+                wall_s=time.monotonic() - started,
+            )
+            result.rounds.append(summary)
+            _report(bar, summary, rounds, progress)
+            if on_round:
+                on_round(summary)
+    finally:
+        if bar is not None:
+            bar.close()
+    persistor.save_final(weights)
+    (ws / "rounds.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+    return result
+
+
+def _pick_sites(job: Job, sites: int | list[str] | None) -> list[str]:
+    known = list(job.federation.sites)
+    if sites is None:
+        return known
+    if isinstance(sites, int):
+        if not 1 <= sites <= len(known):
+            raise JobValidationError(
+                "meta.json",
+                "sites",
+                f"--sites {sites}: the job has {len(known)} sites ({', '.join(known)}); "
+                f"render it with that many sites (resonfl init --sites {sites})",
+            )
+        return known[:sites]
+    unknown = [s for s in sites if s not in known]
+    if unknown:
+        raise JobValidationError("meta.json", "sites", f"unknown sites {unknown}")
+    return list(sites)
+
+
+def _run_all(
+    sites: list[str], train: Callable[[str], SiteRoundResult], workers: int
+) -> dict[str, SiteRoundResult | SandboxError]:
+    out: dict[str, SiteRoundResult | SandboxError] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {site: pool.submit(train, site) for site in sites}
+        for site, fut in futures.items():
+            try:
+                out[site] = fut.result()
+            except SandboxError as exc:
+                out[site] = exc
+    return out
+
+
+def _save_site_log(ws: Path, site: str, rnd: int, outcome: SiteRoundResult | SandboxError) -> None:
+    logs = ws / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{site}.log", "a", encoding="utf-8") as fh:
+        fh.write(f"===== round {rnd} =====\n{outcome.log}\n")
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="rounds", unit="round", dynamic_ncols=True)
+
+
+def _report(bar: Any, summary: RoundSummary, rounds: int, progress: bool) -> None:
+    if bar is None:
+        return
+    bar.write(summary.line(rounds))
+    bar.update(1)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv and install ResonFL with every extra. Installs torch first, pinned, so that pip
+# never resolves an unpinned torch (which would pull a multi-GB CUDA build); a machine that
+# already has a torch in the venv keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}" 2>&1 | grep -v "is ignored" || true
+python -m pip install -q -e ".[server,worker,dev]" 2>&1 | grep -vE "is ignored|^\s*$" || true
+python -c "import torch, resonfl, fastapi, celery; print('resonfl installed; torch', torch.__version__)"

@@ -1,0 +1,106 @@
+"""The sandbox: job code runs in a fresh process with a scrubbed environment and a time limit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resonfl.runner import SandboxTimeout, init_global_weights, run_sandboxed
+from resonfl.config import FederationConfig, ModelConfig
+from resonfl.job import Job
+from resonfl.templates.custom_persistor import (
+    PersistorError,
+    PTFileModelPersistor,
+    load_state_dict_file,
+)
+
+
+def test_job_process_does_not_see_server_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESONFL_SECRET_KEY", "s3cret")
+    monkeypatch.setenv("RESONFL_SITE_TOKEN", "tok")
+    script = "import json, os; print(json.dumps(dict(os.environ)))"
+
+    run = run_sandboxed([sys.executable, "-c", script], tmp_path, timeout_s=60,
+                        env_extra={"CUDA_VISIBLE_DEVICES": "1"})
+
+    env = json.loads(run.log)
+    assert run.returncode == 0
+    assert "RESONFL_SECRET_KEY" not in env and "RESONFL_SITE_TOKEN" not in env
+    assert env["HOME"] == str(tmp_path) and env["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_job_process_runs_in_its_own_folder(tmp_path: Path) -> None:
+    run = run_sandboxed([sys.executable, "-c", "import os; print(os.getcwd())"], tmp_path / "w", 60)
+
+    assert run.log.strip() == str(tmp_path / "w")
+
+
+def test_time_limit_kills_the_process_and_its_children(tmp_path: Path) -> None:
+    marker = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time;"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+        f"open({str(marker)!r}, 'w').write(str(p.pid));"
+        "time.sleep(60)"
+    )
+    started = time.monotonic()
+
+    with pytest.raises(SandboxTimeout):
+        run_sandboxed([sys.executable, "-c", script], tmp_path / "w", timeout_s=3)
+
+    assert time.monotonic() - started < 20
+    child = int(marker.read_text())
+    time.sleep(0.5)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for init to reap it counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_initial_weights_come_from_a_fresh_model(tmp_path: Path, tiny_model_def: str) -> None:
+    job = Job(name="t", model=ModelConfig(source=tiny_model_def, args={"width": 5}),
+              federation=FederationConfig(sites=["s1"]))
+    job_dir = job.render(tmp_path / "job")
+
+    out = init_global_weights(job_dir, tmp_path / "init.safetensors", tmp_path / "work", 120)
+
+    weights = load_state_dict_file(out)
+    assert weights["fc1.weight"].shape == (5, 4)
+    assert weights["bn.num_batches_tracked"].dtype == torch.int64
+
+
+def test_persistor_writes_rolling_and_per_round_files(tmp_path: Path) -> None:
+    persistor = PTFileModelPersistor(tmp_path)
+    for n in range(3):
+        persistor.save_round({"w": torch.full((2,), float(n))}, n)
+    persistor.save_final({"w": torch.ones(2)})
+
+    assert persistor.rounds_saved() == [0, 1, 2]
+    assert torch.equal(load_state_dict_file(tmp_path / "files_out" / "GLOBAL_MODEL.pt")["w"], torch.full((2,), 2.0))
+    assert torch.equal(load_state_dict_file(tmp_path / "model_out" / "checkpoint.pt")["w"], torch.ones(2))
+    assert not [p for p in (tmp_path / "files_out").iterdir() if p.name.endswith(".tmp")]
+
+
+class _Evil:
+    def __reduce__(self):  # noqa: D105 - runs code when unpickled
+        return (os.system, ("echo pwned",))
+
+
+def test_persistor_refuses_a_pickle_with_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"w": _Evil()}, path)
+
+    with pytest.raises(PersistorError, match="weights-only"):
+        load_state_dict_file(path)
