@@ -3,6 +3,9 @@
 Shared by the local simulator and the server's aggregation task; no web/db/Celery imports.
 Components are picked by dotted class path (``resolve_class``) and configured by one typed
 ``Args`` object each.
+
+The pure ``fedavg()`` function is imported from ``resonfl.fl.fedavg``; it is not re-exported
+here, because that would shadow the submodule of the same name.
 """
 
 from resonfl.fl.base import (
@@ -29,7 +32,7 @@ from resonfl.fl.base import (
     weighted_metrics,
 )
 from resonfl.fl.cyclic import Cyclic, CyclicAggregator
-from resonfl.fl.fedavg import FedAvg, WeightedSum, fedavg
+from resonfl.fl.fedavg import FedAvg, WeightedSum
 from resonfl.fl.fedopt import (
     FedAdam,
     FedAdamArgs,
@@ -80,7 +83,6 @@ __all__ = [
     "Workflow",
     "WorkflowArgs",
     "dump_state",
-    "fedavg",
     "load_state",
     "proximal_term",
     "resolve_class",

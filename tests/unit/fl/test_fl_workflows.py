@@ -1,0 +1,64 @@
+"""Workflows: who trains each round, how many results close it; Cyclic's aggregator."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from resonfl.fl import Cyclic, CyclicAggregator, InvalidUpdateError, ScatterAndGather
+
+SITES = ["site-a", "site-b", "site-c"]
+
+
+def test_cyclic_visits_sites_in_turn() -> None:
+    wf = Cyclic({"num_rounds": 5})
+    order = [wf.sites_for_round(r, SITES) for r in range(5)]
+    assert order == [["site-a"], ["site-b"], ["site-c"], ["site-a"], ["site-b"]]
+
+
+def test_cyclic_needs_one_result_per_round() -> None:
+    assert Cyclic({"num_rounds": 2, "min_clients": 3}).min_results(1, SITES) == 1
+
+
+def test_cyclic_aggregator_takes_the_sites_weights() -> None:
+    agg = CyclicAggregator()
+    agg.reset({"w": torch.zeros(2), "n": torch.tensor(0)}, 0)
+    agg.accept("site-a", {"w": torch.tensor([1.5, -2.0]), "n": torch.tensor(7)}, 10)
+    out = agg.aggregate()
+    assert torch.equal(out["w"], torch.tensor([1.5, -2.0])) and out["n"].item() == 7
+
+
+def test_cyclic_aggregator_refuses_a_second_site() -> None:
+    agg = CyclicAggregator()
+    agg.reset({"w": torch.zeros(1)}, 0)
+    agg.accept("site-a", {"w": torch.ones(1)}, 1)
+    with pytest.raises(InvalidUpdateError, match="site-b"):
+        agg.accept("site-b", {"w": torch.ones(1)}, 1)
+
+
+def test_scatter_and_gather_sends_every_site() -> None:
+    assert ScatterAndGather({"num_rounds": 1}).sites_for_round(0, SITES) == SITES
+
+
+def test_scatter_and_gather_needs_all_sites_by_default() -> None:
+    assert ScatterAndGather({"num_rounds": 1}).min_results(0, SITES) == 3
+
+
+def test_scatter_and_gather_needs_min_clients_when_set() -> None:
+    assert ScatterAndGather({"num_rounds": 1, "min_clients": 2}).min_results(0, SITES) == 2
+
+
+def test_min_clients_above_site_count_raises() -> None:
+    with pytest.raises(ValueError, match="min_clients=5"):
+        ScatterAndGather({"num_rounds": 1, "min_clients": 5}).min_results(0, SITES)
+
+
+def test_round_outside_num_rounds_raises() -> None:
+    with pytest.raises(ValueError, match="round_num"):
+        ScatterAndGather({"num_rounds": 2}).sites_for_round(2, SITES)
+
+
+def test_bad_workflow_args_name_the_field() -> None:
+    with pytest.raises(ValidationError, match="num_rounds"):
+        ScatterAndGather({"num_rounds": 0})
+    with pytest.raises(ValidationError, match="rounds_typo"):
+        Cyclic({"num_rounds": 1, "rounds_typo": 3})
