@@ -1,0 +1,597 @@
+"""ResonFL's per-round client executor: one site, one round, in a fresh child process.
+
+Copied byte-identically into every job folder. Self-contained on purpose (stdlib, torch,
+numpy, safetensors only): a site worker runs it without the resonfl package installed.
+
+    python custom_client_executor.py --task task.json
+
+The task JSON names the job folder, the site, the round, the global weights to load
+(``weights_in``) and where to write the update (``weights_out``) and the result
+(``result_out``: ``{"samples", "metrics", "train_s", "eval_s"}`` or ``{"error"}``).
+The train function in model_def.py receives an `FLEnv`: the round's settings plus a helper
+kit (optimizer, continuous LR schedule, the whole standard loop in `FLEnv.fit`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+import traceback
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+CLIENT_CONFIG = "config_fed_client.json"
+OPTIMIZER_STATE = "optimizer_state.pt"
+EMA_STATE = "ema_state.pt"
+TASK_KEYS = (
+    "job_dir",
+    "site",
+    "round",
+    "num_rounds",
+    "weights_in",
+    "weights_out",
+    "result_out",
+    "out_dir",
+    "data_root",
+    "state_dir",
+)
+StateDict = dict[str, torch.Tensor]
+
+
+# ------------------------------------------------------------------ small pure helpers
+def derive_seed(seed: int, current_round: int, site: str) -> int:
+    """A stable 31-bit seed per (seed, round, site): sites and rounds shuffle differently."""
+    return zlib.crc32(f"{seed}:{current_round}:{site}".encode()) & 0x7FFFFFFF
+
+
+def lr_factor(
+    position: int, total: int, warmup: int, schedule: str, min_lr_ratio: float = 0.0
+) -> float:
+    """Multiplier of the base LR at `position` of a `total`-step warmup + decay schedule."""
+    if warmup > 0 and position < warmup:
+        return (position + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total - warmup)
+    progress = min(1.0, max(0.0, (position - warmup) / span))
+    if schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif schedule == "linear":
+        decay = 1.0 - progress
+    else:
+        raise ValueError(f"unknown lr_schedule {schedule!r}")
+    return min_lr_ratio + (1.0 - min_lr_ratio) * decay
+
+
+def cpu_state_dict(model: nn.Module) -> StateDict:
+    """Detached, contiguous CPU copies (safetensors refuses shared or strided tensors)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    text = json.dumps(data, indent=2, sort_keys=True)
+    _atomic_write_bytes(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_weights(state: StateDict, path: str | Path) -> None:
+    _atomic_write_bytes(Path(path), lambda tmp: save_file(state, str(tmp)))
+
+
+def load_weights(path: str | Path) -> StateDict:
+    """Safetensors, or a .pt/.pth state dict loaded with weights_only (never arbitrary pickle)."""
+    p = Path(path)
+    if p.suffix in (".pt", ".pth"):
+        data = torch.load(p, map_location="cpu", weights_only=True)
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            data = data["model"]
+        return dict(data)
+    return load_file(str(p))
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, torch.Tensor | np.generic):
+        return value.item()
+    return value
+
+
+def make_logger(site: str = "site", current_round: int = 0) -> logging.Logger:
+    """A logger writing to stdout: the runner captures it as the site's log."""
+    logger = logging.getLogger("resonfl.executor")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stdout)
+    fmt = f"%(asctime)s %(levelname)s [{site} r{current_round}] %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+# ------------------------------------------------------------------ EMA
+class EMA:
+    """Exponential moving average of a model's state; integer buffers are copied, not averaged."""
+
+    def __init__(self, state: StateDict, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in state.items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for key, value in model.state_dict().items():
+            shadow = self.shadow[key]
+            if shadow.is_floating_point():
+                shadow.mul_(self.decay).add_(value.detach().to(shadow.dtype), alpha=1 - self.decay)
+            else:
+                shadow.copy_(value)
+
+
+# ------------------------------------------------------------------ the kit
+class FLEnv:
+    """What a train function sees: the round's settings and the standard training loop.
+
+    `args` is the job's TrainingConfig (executor.args), `extra` its extra dict, `task_args`
+    what the workflow adds for this round (e.g. ``{"fedprox_mu": 0.01}``).
+    """
+
+    def __init__(
+        self,
+        task: dict[str, Any],
+        args: dict[str, Any],
+        logger: logging.Logger | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        self.task = task
+        self.args = dict(args)
+        self.extra = dict(self.args.get("extra") or {})
+        self.task_args = dict(task.get("task_args") or {})
+        self.current_round = int(task["round"])
+        self.num_rounds = int(task["num_rounds"])
+        self.site_name = str(task["site"])
+        self.data_root = Path(task["data_root"])
+        self.state_dir = Path(task["state_dir"])
+        self.out_dir = Path(task["out_dir"])
+        self.logger = logger or make_logger(self.site_name, self.current_round)
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.global_state: StateDict | None = None  # round-start weights, set by the executor
+
+    # -- settings --------------------------------------------------------------
+    def arg(self, name: str, default: Any = None) -> Any:
+        value = self.args.get(name, default)
+        return default if value is None else value
+
+    @property
+    def seed(self) -> int:
+        return derive_seed(int(self.arg("seed", 0)), self.current_round, self.site_name)
+
+    @property
+    def amp_enabled(self) -> bool:
+        return bool(self.arg("amp", False)) and self.device.type == "cuda"
+
+    def seed_everything(self) -> int:
+        """Seed random, numpy and torch from seed + round + site; return the derived seed."""
+        seed = self.seed
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        return seed
+
+    def steps_per_round(self, batches_per_epoch: int) -> int:
+        """local_steps, or local_epochs x batches per epoch (at least one step)."""
+        if self.args.get("local_steps"):
+            return int(self.args["local_steps"])
+        epochs = float(self.arg("local_epochs", 1.0))
+        return max(1, math.ceil(epochs * batches_per_epoch))
+
+    def load_npz(self, name: str, root: str | Path | None = None) -> TensorDataset:
+        """DATA_ROOT/<name>.npz with X (float32) and y (int64) as a TensorDataset."""
+        path = Path(root or self.data_root) / (name if name.endswith(".npz") else f"{name}.npz")
+        if not path.is_file():
+            raise FileNotFoundError(f"data file {path} not found")
+        with np.load(path) as data:
+            x = torch.from_numpy(np.asarray(data["X"], dtype=np.float32))
+            y = torch.from_numpy(np.asarray(data["y"], dtype=np.int64))
+        return TensorDataset(x, y)
+
+    def data_loader(
+        self,
+        dataset: Dataset,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        collate: Callable[..., Any] | None = None,
+    ) -> DataLoader:
+        """A DataLoader whose shuffling is fixed by seed + round + site."""
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=int(batch_size or self.arg("batch_size", 32)),
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=collate,
+            num_workers=0,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    # -- optimizer and schedule -------------------------------------------------
+    @property
+    def optimizer_state_path(self) -> Path:
+        return self.state_dir / OPTIMIZER_STATE
+
+    def make_optimizer(
+        self, model: nn.Module, params: Iterable[torch.nn.Parameter] | None = None
+    ) -> torch.optim.Optimizer:
+        """adamw / adam / sgd per args; restores STATE_DIR/optimizer_state.pt when persisted."""
+        name = str(self.arg("optimizer", "adamw"))
+        trainable = list(params) if params is not None else [
+            p for p in model.parameters() if p.requires_grad
+        ]
+        optimizer = self._build_optimizer(name, trainable)
+        if self.arg("persist_optimizer_state", True):
+            self._restore_optimizer(name, optimizer)
+        return optimizer
+
+    def _hyper(self, name: str) -> dict[str, Any]:
+        lr = float(self.arg("lr", 1e-3))
+        wd = float(self.arg("weight_decay", 0.0))
+        if name == "sgd":
+            return {"lr": lr, "weight_decay": wd, "momentum": float(self.arg("momentum", 0.9))}
+        betas = tuple(float(b) for b in self.arg("betas", (0.9, 0.999)))
+        return {"lr": lr, "weight_decay": wd, "betas": betas}
+
+    def _build_optimizer(self, name: str, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        classes = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+        if name not in classes:
+            raise ValueError(f"unknown optimizer {name!r} (adamw, adam or sgd)")
+        return classes[name](params, **self._hyper(name))
+
+    def _restore_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
+        path = self.optimizer_state_path
+        if not path.is_file():
+            return
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("optimizer") != name:
+            self.logger.warning("optimizer state in %s is for %s; starting fresh", path, saved.get("optimizer"))
+            return
+        try:
+            optimizer.load_state_dict(saved["state"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            self.logger.warning("optimizer state in %s does not fit (%s); starting fresh", path, exc)
+            return
+        for group in optimizer.param_groups:  # the job's config, not the file, sets hyperparameters
+            group.update(self._hyper(name))
+        self.logger.info("restored optimizer state from round %s", saved.get("round"))
+
+    def save_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
+        """Write STATE_DIR/optimizer_state.pt (atomically) for the next round to restore."""
+        state = {
+            "optimizer": str(self.arg("optimizer", "adamw")),
+            "round": self.current_round,
+            "state": optimizer.state_dict(),
+        }
+        _atomic_write_bytes(self.optimizer_state_path, lambda tmp: torch.save(state, tmp))
+
+    def schedule(self, steps_per_round: int) -> tuple[int, int, int]:
+        """(offset, total, warmup) in steps of this round's LR schedule.
+
+        Continuous: the position runs over every round (round x steps_per_round + step).
+        Otherwise each round replays the whole schedule, warmup share included, in its own steps.
+        """
+        warmup = int(self.arg("warmup_steps", 0))
+        if self.arg("continuous_schedule", True):
+            return self.current_round * steps_per_round, self.num_rounds * steps_per_round, warmup
+        total_global = max(1, self.num_rounds * steps_per_round)
+        return 0, steps_per_round, round(warmup * steps_per_round / total_global)
+
+    def lr_at(self, local_step: int, steps_per_round: int) -> float:
+        """The LR this round's `local_step` uses (what `make_scheduler` applies)."""
+        offset, total, warmup = self.schedule(steps_per_round)
+        factor = lr_factor(
+            offset + local_step,
+            total,
+            warmup,
+            str(self.arg("lr_schedule", "cosine")),
+            float(self.arg("min_lr_ratio", 0.0)),
+        )
+        return float(self.arg("lr", 1e-3)) * factor
+
+    def make_scheduler(
+        self, optimizer: torch.optim.Optimizer, steps_per_round: int
+    ) -> torch.optim.lr_scheduler.LambdaLR:
+        """Warmup + cosine/linear/constant; step it once after every optimizer step."""
+        base = float(self.arg("lr", 1e-3))
+        for group in optimizer.param_groups:
+            group["lr"] = base
+            group["initial_lr"] = base
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: self.lr_at(step, steps_per_round) / base
+        )
+
+    # -- EMA -------------------------------------------------------------------
+    @property
+    def ema_state_path(self) -> Path:
+        return self.state_dir / EMA_STATE
+
+    def start_ema(self, model: nn.Module) -> EMA | None:
+        """EMA from STATE_DIR when persisted, else from the round-start weights; None when off."""
+        decay = self.args.get("ema_decay")
+        if not decay:
+            return None
+        state = model.state_dict()
+        path = self.ema_state_path
+        if self.arg("ema_persist", True) and path.is_file():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            shadow = saved.get("shadow", {})
+            if set(shadow) == set(state) and all(shadow[k].shape == v.shape for k, v in state.items()):
+                ema = EMA({k: shadow[k].to(v.device, v.dtype) for k, v in state.items()}, float(decay))
+                self.logger.info("restored EMA from round %s", saved.get("round"))
+                return ema
+            self.logger.warning("EMA state in %s does not fit the model; restarting it", path)
+        return EMA(state, float(decay))
+
+    def finish_ema(self, model: nn.Module, ema: EMA) -> None:
+        """Load the EMA weights into the model (they are what is submitted); persist them."""
+        model.load_state_dict(ema.shadow)
+        if self.arg("ema_persist", True):
+            state = {"round": self.current_round, "shadow": {k: v.cpu() for k, v in ema.shadow.items()}}
+            _atomic_write_bytes(self.ema_state_path, lambda tmp: torch.save(state, tmp))
+
+    # -- evaluation --------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Logits; with tta_hflip, the mean of the logits of x and x mirrored on the last axis."""
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp_enabled):
+            logits = model(x).float()
+            if self.arg("tta_hflip", False):
+                logits = (logits + model(x.flip(-1)).float()) / 2
+        return logits
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        collate: Callable[..., Any] | None = None,
+    ) -> dict[str, float]:
+        """Hard-label cross-entropy and top-1 over `dataset` (TTA when tta_hflip)."""
+        was_training = model.training
+        model.eval()
+        model.to(self.device)
+        loader = DataLoader(
+            dataset, batch_size=int(self.arg("eval_batch_size", 256)), shuffle=False, collate_fn=collate
+        )
+        loss_sum, correct, count = 0.0, 0, 0
+        for batch in loader:
+            x, y = _to_device(batch, self.device)
+            logits = self.predict(model, x)
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+            count += int(y.numel())
+        model.train(was_training)
+        if count == 0:
+            return {"val_loss": float("nan"), "top1": float("nan")}
+        return {"val_loss": loss_sum / count, "top1": correct / count}
+
+    # -- the standard loop ---------------------------------------------------------
+    def fit(
+        self,
+        model: nn.Module,
+        train_dataset: Dataset,
+        val_dataset: Dataset | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        collate: Callable[..., Any] | None = None,
+    ) -> dict[str, Any]:
+        """One round of local training with every built-in fix; returns {samples, metrics}.
+
+        Seeded loader cycled for steps_per_round optimizer steps; AMP on cuda; grad clip;
+        label smoothing; FedProx when task_args has fedprox_mu; EMA; optimizer state saved.
+        """
+        self.seed_everything()
+        model.to(self.device)
+        model.train()
+        samples = len(train_dataset)  # type: ignore[arg-type]
+        if samples == 0:
+            raise ValueError(f"site {self.site_name} has an empty training set")
+        loader = self.data_loader(train_dataset, collate=collate)
+        steps = self.steps_per_round(len(loader))
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = self.make_optimizer(model, params)
+        scheduler = self.make_scheduler(optimizer, steps)
+        criterion = loss_fn or nn.CrossEntropyLoss(
+            label_smoothing=float(self.arg("label_smoothing", 0.0))
+        )
+        mu = float(self.task_args.get("fedprox_mu") or 0.0)
+        anchor = [p.detach().clone() for p in params] if mu > 0 else []
+        ema = self.start_ema(model)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled)
+        clip = self.args.get("grad_clip")
+        lr_start = optimizer.param_groups[0]["lr"]
+        losses: list[torch.Tensor] = []
+        batches = iter(loader)
+        for _ in range(steps):
+            try:
+                batch = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                batch = next(batches)
+            x, y = _to_device(batch, self.device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp_enabled):
+                loss = criterion(model(x), y)
+            total = loss.float()
+            if mu > 0:
+                prox = sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
+                total = total + 0.5 * mu * prox
+            scaler.scale(total).backward()
+            if clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(params, float(clip))
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            losses.append(loss.detach().float())
+        if self.arg("persist_optimizer_state", True):
+            self.save_optimizer_state(optimizer)
+        if ema is not None:
+            self.finish_ema(model, ema)
+        metrics: dict[str, Any] = {
+            "train_loss": float(torch.stack(losses).mean()),
+            "steps": steps,
+            "lr_start": lr_start,
+            "lr_end": optimizer.param_groups[0]["lr"],
+        }
+        if val_dataset is not None:
+            metrics.update(self.evaluate(model, val_dataset, collate=collate))
+        return {"samples": samples, "metrics": metrics}
+
+
+# ------------------------------------------------------------------ the executor
+class GenericClientExecutor:
+    """Runs one site's round: load the global model, evaluate it, train, write the update."""
+
+    def __init__(self, task: dict[str, Any], logger: logging.Logger | None = None) -> None:
+        missing = [k for k in TASK_KEYS if k not in task]
+        if missing:
+            raise KeyError(f"task is missing {', '.join(missing)}")
+        self.task = task
+        self.logger = logger or make_logger(str(task["site"]), int(task["round"]))
+        self.job_dir = Path(task["job_dir"]).resolve()
+
+    def _client_config(self) -> dict[str, Any]:
+        return json.loads((self.job_dir / CLIENT_CONFIG).read_text(encoding="utf-8"))
+
+    def _set_environ(self, args: dict[str, Any]) -> None:
+        task = self.task
+        os.environ["CURRENT_ROUND"] = str(task["round"])
+        os.environ["NUM_ROUNDS"] = str(task["num_rounds"])
+        os.environ["SITE_NAME"] = str(task["site"])
+        os.environ["DATA_ROOT"] = str(task["data_root"])
+        os.environ["STATE_DIR"] = str(task["state_dir"])
+        for key, value in (args.get("extra") or {}).items():
+            os.environ[str(key)] = str(value)
+
+    def _import_model_def(self, module_name: str) -> Any:
+        """Import model_def.py from the job folder afresh (no stale module between jobs)."""
+        if str(self.job_dir) not in sys.path:
+            sys.path.insert(0, str(self.job_dir))
+        path = self.job_dir / f"{module_name}.py"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    def run(self) -> dict[str, Any]:
+        task = self.task
+        config = self._client_config()
+        args = config["executors"][0]["executor"]["args"]
+        component = next(c for c in config["components"] if c.get("id") == "model")
+        module_name, _, class_name = component["path"].rpartition(".")
+        self._set_environ(args)
+        model_def = self._import_model_def(module_name)
+        model = getattr(model_def, class_name)(**component.get("args", {}))
+        global_state = load_weights(task["weights_in"])
+        model.load_state_dict(global_state, strict=True)
+
+        env = FLEnv(task, args, self.logger)
+        env.global_state = global_state
+        for folder in (env.state_dir, env.out_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        model.to(env.device)
+        metrics: dict[str, Any] = {}
+
+        started = time.perf_counter()
+        eval_fn = getattr(model_def, config.get("eval_fn", "fl_evaluate_model"), None)
+        if callable(eval_fn):
+            for key, value in (eval_fn(model, env, self.logger) or {}).items():
+                metrics[f"global_{key}"] = _scalar(value)
+        eval_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        train_fn = getattr(model_def, config.get("train_fn", "fl_train_model"))
+        out = train_fn(model, env, env.out_dir, self.logger)
+        train_s = time.perf_counter() - started
+        if isinstance(out, dict):
+            samples = int(out["samples"])
+            metrics.update({k: _scalar(v) for k, v in (out.get("metrics") or {}).items()})
+        else:
+            samples = int(out)
+
+        save_weights(cpu_state_dict(model), task["weights_out"])
+        result = {"samples": samples, "metrics": metrics, "train_s": train_s, "eval_s": eval_s}
+        write_json(task["result_out"], result)
+        self.logger.info(
+            "round %d done: %d samples, %s",
+            env.current_round,
+            samples,
+            ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
+        )
+        return result
+
+
+def run_task(task: dict[str, Any], logger: logging.Logger | None = None) -> dict[str, Any]:
+    """Run one task; on error write {"error"} to result_out, print the traceback, return it."""
+    try:
+        return GenericClientExecutor(task, logger).run()
+    except Exception as exc:  # every failure must reach the runner as a result file
+        traceback.print_exc(file=sys.stderr)
+        error = {"error": f"{type(exc).__name__}: {exc}"}
+        if isinstance(task, dict) and task.get("result_out"):
+            try:
+                write_json(task["result_out"], error)
+            except OSError:
+                traceback.print_exc(file=sys.stderr)
+        return error
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one ResonFL client round.")
+    parser.add_argument("--task", required=True, help="path to the task JSON")
+    ns = parser.parse_args(argv)
+    try:
+        task = json.loads(Path(ns.task).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        traceback.print_exc(file=sys.stderr)
+        print(f"cannot read task {ns.task}: {exc}", file=sys.stderr)
+        return 1
+    result = run_task(task)
+    return 1 if "error" in result else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
