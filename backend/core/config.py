@@ -18,18 +18,23 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RESONFL_", env_file=".env", extra="ignore")
 
     environment: Literal["development", "test", "production"] = "development"
-    data_dir: Path = Field(Path("./data"), description="artifacts, job workspaces, SQLite file")
+    data_dir: Path = Field(
+        default=Path("./data"), description="artifacts, job workspaces, SQLite file"
+    )
     database_url: str = Field(
-        "", description="SQLAlchemy URL; empty means a SQLite file <data_dir>/resonfl.db"
+        default="", description="SQLAlchemy URL; empty means a SQLite file <data_dir>/resonfl.db"
     )
     redis_url: str | None = Field(
-        None, description="Celery broker; None means the embedded redis-server of `resonfl up`"
+        default=None,
+        description="Celery broker; None means the embedded redis-server of `resonfl up`",
     )
     secret_key: str = DEFAULT_SECRET
     public_api_url: str = "http://127.0.0.1:8000"
-    max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0, description="per request and per zip")
-    site_heartbeat_timeout_s: float = Field(60.0, gt=0)
-    round_timeout_default_s: float = Field(3600.0, gt=0)
+    max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024, gt=0, description="per request and per zip"
+    )
+    site_heartbeat_timeout_s: float = Field(default=60.0, gt=0)
+    round_timeout_default_s: float = Field(default=3600.0, gt=0)
 
     @model_validator(mode="after")
     def _defaults_and_secret(self) -> Settings:

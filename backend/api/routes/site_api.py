@@ -1,0 +1,138 @@
+"""Endpoints for site workers (site token). Scope is checked in
+services.site_api.get_job_for_site, never here."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+
+from backend.api.deps import CurrentSite, DispatcherDep, SessionDep, SettingsDep, StoreDep
+from backend.schemas.sites import (
+    HeartbeatIn,
+    HeartbeatOut,
+    ResultAccepted,
+    ResultMeta,
+    SiteJobPublic,
+    SiteStateIn,
+)
+from backend.services import accounts, site_api
+from backend.services.errors import InvalidSubmission
+
+router = APIRouter(prefix="/site", tags=["site"])
+
+ZIP = "application/zip"
+
+
+@router.post("/status", response_model=HeartbeatOut)
+def update_site_status(body: HeartbeatIn, session: SessionDep, site: CurrentSite) -> HeartbeatOut:
+    """Heartbeat: the worker is alive, idle or busy, and sees these GPUs."""
+    site = accounts.heartbeat(session, site, body.status, body.gpus)
+    assert site.last_heartbeat is not None
+    return HeartbeatOut(site=site.name, server_time=site.last_heartbeat)
+
+
+@router.get("/jobs/{job_id}", response_model=SiteJobPublic)
+def read_site_job(job_id: int, session: SessionDep, site: CurrentSite) -> SiteJobPublic:
+    job = site_api.get_job_for_site(session, site, job_id)
+    return SiteJobPublic(
+        id=job.id,
+        name=job.name,
+        status=job.status.value,
+        num_rounds=job.num_rounds,
+        current_round=job.current_round,
+        sites=job.sites,
+        min_clients=job.min_clients,
+    )
+
+
+@router.get("/jobs/{job_id}/bundle", response_class=FileResponse)
+def read_job_bundle(
+    job_id: int, session: SessionDep, store: StoreDep, site: CurrentSite, tasks: BackgroundTasks
+) -> FileResponse:
+    """The job folder as a zip, with this site's shard and no other site's."""
+    path = site_api.build_bundle(session, store, site, job_id)
+    tasks.add_task(site_api.remove_file, path)
+    return FileResponse(path, media_type=ZIP, filename=path.name)
+
+
+@router.get("/jobs/{job_id}/shard", response_class=FileResponse)
+def read_job_shard(
+    job_id: int, session: SessionDep, store: StoreDep, site: CurrentSite
+) -> FileResponse:
+    """This site's data shard as a zip."""
+    key = site_api.shard_key(session, site, job_id)
+    return FileResponse(store.path(key), media_type=ZIP, filename=f"{site.name}.zip")
+
+
+@router.get("/jobs/{job_id}/rounds/{round_num}/weights", response_class=FileResponse)
+def read_round_weights(
+    job_id: int, round_num: int, session: SessionDep, store: StoreDep, site: CurrentSite
+) -> FileResponse:
+    """The global weights entering round N (safetensors); `X-Content-SHA256` is their hash."""
+    rnd = site_api.round_weights(session, site, job_id, round_num)
+    assert rnd.weights_key is not None and rnd.weights_sha256 is not None
+    return FileResponse(
+        store.path(rnd.weights_key),
+        media_type="application/octet-stream",
+        filename=f"job-{job_id}-round-{round_num}.safetensors",
+        headers={"X-Content-SHA256": rnd.weights_sha256},
+    )
+
+
+@router.post("/jobs/{job_id}/rounds/{round_num}/state", status_code=204)
+def update_round_state(
+    job_id: int,
+    round_num: int,
+    body: SiteStateIn,
+    session: SessionDep,
+    store: StoreDep,
+    site: CurrentSite,
+    dispatcher: DispatcherDep,
+) -> None:
+    """Progress of this site in a round; `failed` (with `error`) ends its part in it."""
+    site_api.set_state(
+        session, store, site, job_id, round_num, body.state, body.error, body.log, dispatcher
+    )
+
+
+@router.post("/jobs/{job_id}/rounds/{round_num}/result", response_model=ResultAccepted)
+def create_round_result(
+    job_id: int,
+    round_num: int,
+    weights: Annotated[UploadFile, File(description="the updated weights, safetensors")],
+    meta: Annotated[str, Form(description="JSON: ResultMeta (samples, metrics, sha256, ...)")],
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    site: CurrentSite,
+    dispatcher: DispatcherDep,
+) -> ResultAccepted:
+    """Upload this site's update for a round. The sha256 is checked, the file must be
+    safetensors; posting the same update twice returns the first with duplicate=true."""
+    try:
+        parsed = ResultMeta.model_validate(json.loads(meta))
+    except (ValueError, ValidationError) as exc:
+        raise InvalidSubmission("meta", "", f"not a valid ResultMeta JSON: {exc}") from None
+    result, duplicate = site_api.submit_result(
+        session,
+        store,
+        site,
+        job_id,
+        round_num,
+        weights.file,
+        parsed.model_dump(),
+        dispatcher,
+        settings.max_upload_bytes,
+    )
+    return ResultAccepted(
+        job_id=job_id,
+        round=round_num,
+        site=site.name,
+        status=result.status,
+        sha256=result.sha256 or "",
+        duplicate=duplicate,
+    )

@@ -1,0 +1,29 @@
+"""Administrative entry points for `resonfl up` and operators: migrate, first admin, sites."""
+
+from __future__ import annotations
+
+from backend.core.config import Settings
+from backend.core.db import create_db_engine, make_session_factory
+from backend.core.migrate import upgrade_head
+from backend.services import accounts
+
+
+def migrate(settings: Settings) -> None:
+    upgrade_head(settings.database_url)
+
+
+def ensure_admin(settings: Settings, email: str = "admin@localhost") -> str:
+    """Create the admin if missing and return a fresh API token for it."""
+    with _session(settings) as session:
+        return accounts.ensure_admin(session, email)
+
+
+def register_site(settings: Settings, name: str) -> str:
+    """Register `name` (or give an existing site a new token) and return its site token."""
+    with _session(settings) as session:
+        return accounts.rotate_site_token(session, name)
+
+
+def _session(settings: Settings):  # type: ignore[no-untyped-def]
+    engine = create_db_engine(settings.database_url)
+    return make_session_factory(engine)()

@@ -1,0 +1,86 @@
+"""Sites as users and admins see them, and what site workers send."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.models import ResultStatus, SiteStatus
+from resonfl.config import SITE_NAME_RE
+
+
+class SiteCreate(BaseModel):
+    name: str = Field(pattern=SITE_NAME_RE.pattern)
+
+
+class SitePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    status: SiteStatus
+    online: bool = Field(False, description="heard from within site_heartbeat_timeout_s")
+    last_heartbeat: datetime | None
+    gpus: list[dict[str, Any]]
+    created_at: datetime
+
+
+class SitesPublic(BaseModel):
+    data: list[SitePublic]
+    count: int
+
+
+class SiteCreated(SitePublic):
+    token: str = Field(description="the site token; shown only once, stored as sha256")
+
+
+class HeartbeatIn(BaseModel):
+    status: Literal["idle", "busy"] = "idle"
+    gpus: list[dict[str, Any]] = Field(
+        default_factory=list, description="what the worker sees, e.g. [{index, name, memory_mb}]"
+    )
+
+
+class HeartbeatOut(BaseModel):
+    site: str
+    server_time: datetime
+
+
+class SiteStateIn(BaseModel):
+    state: Literal["queued", "training", "uploading", "failed"]
+    error: str | None = Field(None, max_length=20000)
+    log: str | None = Field(None, description="the job output so far (stored as the site's log)")
+
+
+class ResultMeta(BaseModel):
+    """The JSON part (`meta` form field) of a result upload."""
+
+    samples: int = Field(ge=0)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    train_s: float | None = Field(None, ge=0)
+    total_s: float | None = Field(None, ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the weights file")
+    log: str | None = None
+
+
+class ResultAccepted(BaseModel):
+    job_id: int
+    round: int
+    site: str
+    status: ResultStatus
+    sha256: str
+    duplicate: bool = Field(False, description="the same update was already recorded")
+
+
+class SiteJobPublic(BaseModel):
+    """What a site worker may know about a job it takes part in."""
+
+    id: int
+    name: str
+    status: str
+    num_rounds: int
+    current_round: int | None
+    sites: list[str]
+    min_clients: int

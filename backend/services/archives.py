@@ -1,0 +1,102 @@
+"""Zip files in and out: safe extraction of uploads, bundles for sites."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from backend.services.errors import InvalidSubmission, PayloadTooLarge
+
+_SKIP = ("__MACOSX/",)
+_CHUNK = 1 << 20
+
+
+def member_path(name: str, what: str) -> PurePosixPath | None:
+    """The safe relative path of a zip member, None for entries to skip; raises on `../`,
+    absolute paths and other tricks."""
+    if name.startswith(_SKIP) or name.endswith("/.DS_Store") or name == ".DS_Store":
+        return None
+    if "\\" in name or "\x00" in name:
+        raise InvalidSubmission(what, name, "zip entry has a backslash or NUL in its path")
+    path = PurePosixPath(name)
+    if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
+        raise InvalidSubmission(what, name, "zip entry has an absolute path")
+    if ".." in path.parts:
+        raise InvalidSubmission(what, name, "zip entry escapes the folder ('..' in its path)")
+    return path
+
+
+def safe_extract(
+    source: BinaryIO, dest: Path, what: str, max_bytes: int, strip: str | None = None
+) -> list[PurePosixPath]:
+    """Extract a zip into `dest`; refuse traversal, absolute paths, symlinks and more than
+    `max_bytes` uncompressed (counted while writing: zip headers can lie). `strip` drops a
+    leading folder. Returns the relative paths written."""
+    try:
+        archive = zipfile.ZipFile(source)
+    except zipfile.BadZipFile:
+        raise InvalidSubmission(what, "", "not a zip file") from None
+    written: list[PurePosixPath] = []
+    total = 0
+    with archive:
+        for info in archive.infolist():
+            rel = member_path(info.filename, what)
+            if rel is None:
+                continue
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise InvalidSubmission(what, info.filename, "zip entry is a symbolic link")
+            if strip is not None:
+                if not rel.parts or rel.parts[0] != strip:
+                    continue
+                rel = PurePosixPath(*rel.parts[1:])
+                if not rel.parts:
+                    continue
+            target = dest.joinpath(*rel.parts)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as src, target.open("wb") as out:
+                for chunk in iter(lambda: src.read(_CHUNK), b""):
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise PayloadTooLarge(
+                            f"{what}: unpacks to more than max_upload_bytes ({max_bytes} bytes)"
+                        )
+                    out.write(chunk)
+            written.append(rel)
+    return written
+
+
+def zip_names(source: BinaryIO, what: str) -> list[PurePosixPath]:
+    """Checked member paths of a zip, without extracting."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            names = [member_path(i.filename, what) for i in archive.infolist()]
+    except zipfile.BadZipFile:
+        raise InvalidSubmission(what, "", "not a zip file") from None
+    finally:
+        source.seek(0)
+    return [n for n in names if n is not None]
+
+
+def write_zip(target: Path, entries: Iterable[tuple[Path, str]]) -> Path:
+    """Zip (file on disk, name in archive) pairs; stored uncompressed (weights and shards
+    rarely compress, and speed matters more)."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as out:
+        for path, arcname in entries:
+            out.write(path, arcname)
+    return target
+
+
+def tree(folder: Path, prefix: str = "") -> list[tuple[Path, str]]:
+    """Every regular file under `folder` as (path, archive name), symlinks left out."""
+    return [
+        (p, prefix + p.relative_to(folder).as_posix())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    ]

@@ -1,0 +1,36 @@
+"""How the API asks the round machinery to act. The Celery implementation lives in workers/;
+tests use any object with these methods. Every call passes ids only, never tensors."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol, runtime_checkable
+
+from backend.core.config import Settings
+
+DEFAULT_DISPATCHER = "workers.dispatch:CeleryDispatcher"
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    def send_start(self, job_id: int) -> None:
+        """Prepare the job on the server side (initial weights) and scatter round 0."""
+
+    def send_train(self, site: str, job_id: int, round_num: int) -> None:
+        """Enqueue one site's training for a round on that site's queue."""
+
+    def send_aggregate(self, job_id: int, round_num: int) -> None:
+        """Enqueue the (exactly-once, idempotent) aggregation of a round."""
+
+    def send_cancel(self, job_id: int) -> None:
+        """Tell sites and the aggregator to stop working on a job."""
+
+
+def load_dispatcher(settings: Settings, path: str = DEFAULT_DISPATCHER) -> Dispatcher:
+    """Build the production dispatcher: `path` names a class taking the Settings."""
+    module_name, _, attr = path.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    dispatcher = cls(settings)
+    if not isinstance(dispatcher, Dispatcher):
+        raise TypeError(f"{path} does not implement backend.services.dispatch.Dispatcher")
+    return dispatcher

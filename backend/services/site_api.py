@@ -1,0 +1,230 @@
+"""What site workers do through the API: fetch the bundle, shard and weights of a job they
+take part in, report progress, upload their update.
+
+`get_job_for_site` is the single scope check: a site token reaches only jobs whose sites
+include that site.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.models import (
+    Artifact,
+    Job,
+    JobStatus,
+    ResultStatus,
+    Round,
+    RoundStatus,
+    Site,
+    SiteResult,
+)
+from backend.services.archives import tree, write_zip
+from backend.services.dispatch import Dispatcher
+from backend.services.errors import Conflict, Forbidden, InvalidSubmission, NotFound
+from backend.services.reports import SiteReport
+from backend.services.submissions import is_safetensors
+from backend.storage import ArtifactStore, ArtifactTooLarge
+from resonfl.job import SHARDS_DIR
+
+
+def get_job_for_site(session: Session, site: Site, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    if site.name not in job.sites:
+        raise Forbidden(f"site {site.name!r} does not take part in job {job_id}")
+    return job
+
+
+def build_bundle(session: Session, store: ArtifactStore, site: Site, job_id: int) -> Path:
+    """A zip of the job folder with this site's shard only; the caller deletes the file."""
+    job = get_job_for_site(session, site, job_id)
+    folder = store.job_folder(job.id)
+    entries = [
+        (path, name)
+        for path, name in tree(folder)
+        if not name.startswith(f"{SHARDS_DIR}/") or name.startswith(f"{SHARDS_DIR}/{site.name}/")
+    ]
+    scratch = store.scratch_dir()
+    return write_zip(scratch / f"job-{job.id}-{site.name}.zip", entries)
+
+
+def shard_key(session: Session, site: Site, job_id: int) -> str:
+    job = get_job_for_site(session, site, job_id)
+    key = (job.attachments or {}).get("shards", {}).get(site.name)
+    if key is None:
+        raise NotFound(f"job {job_id} has no shard for site {site.name!r}")
+    return str(key)
+
+
+def round_weights(session: Session, site: Site, job_id: int, round_num: int) -> Round:
+    """The round whose entering global weights the site fetches."""
+    job = get_job_for_site(session, site, job_id)
+    rnd = _round(session, job.id, round_num)
+    if rnd is None or rnd.weights_key is None:
+        raise NotFound(f"job {job_id}: global weights for round {round_num} are not ready")
+    return rnd
+
+
+def set_state(
+    session: Session,
+    store: ArtifactStore,
+    site: Site,
+    job_id: int,
+    round_num: int,
+    state: str,
+    error: str | None,
+    log: str | None,
+    dispatcher: Dispatcher,
+) -> SiteResult:
+    """Record a site's progress; a failure is handed to the round state machine."""
+    job = get_job_for_site(session, site, job_id)
+    result = _result_row(session, job.id, round_num, site.name)
+    if result.status == ResultStatus.DONE:
+        raise Conflict(f"site {site.name!r} already delivered round {round_num}")
+    if log is not None:
+        result.log_key = _put_log(session, store, job.id, log)
+    result.status = ResultStatus(state)
+    result.error = error if state == "failed" else None
+    session.flush()
+    if result.status != ResultStatus.FAILED:
+        session.commit()
+        return result
+    report = SiteReport(status=ResultStatus.FAILED, error=error or "failed", log_key=result.log_key)
+    _hand_over(session, job.id, round_num, site.name, report, dispatcher)
+    return result
+
+
+def submit_result(
+    session: Session,
+    store: ArtifactStore,
+    site: Site,
+    job_id: int,
+    round_num: int,
+    weights: BinaryIO,
+    meta: dict[str, object],
+    dispatcher: Dispatcher,
+    max_bytes: int,
+) -> tuple[SiteResult, bool]:
+    """Store and check an uploaded update, then hand it to the round state machine.
+    Returns (result, duplicate): posting the same update twice is a no-op."""
+    job = get_job_for_site(session, site, job_id)
+    declared = str(meta["sha256"])
+    existing = session.scalar(_result_query(job.id, round_num, site.name))
+    if existing is not None and existing.status == ResultStatus.DONE:
+        if existing.sha256 == declared:
+            return existing, True
+        raise Conflict(
+            f"site {site.name!r} already delivered a different update for round {round_num}"
+        )
+    _check_open(session, job, round_num)
+    try:
+        key, digest, size = store.put(weights, max_bytes=max_bytes)
+    except ArtifactTooLarge as exc:
+        from backend.services.errors import PayloadTooLarge
+
+        raise PayloadTooLarge(f"weights: {exc}") from None
+    try:
+        if digest != declared:
+            raise InvalidSubmission(
+                "weights", "sha256", f"upload hashes to {digest}, the request declared {declared}"
+            )
+        if not is_safetensors(store.path(key)):
+            raise InvalidSubmission("weights", "", "not a safetensors file")
+        session.add(Artifact(key=key, sha256=digest, size=size, kind="update", job_id=job.id))
+        result = _result_row(session, job.id, round_num, site.name)
+        log = meta.get("log")
+        if isinstance(log, str):
+            result.log_key = _put_log(session, store, job.id, log)
+        report = SiteReport(
+            status=ResultStatus.DONE,
+            samples=int(meta["samples"]),  # type: ignore[call-overload]
+            metrics=dict(meta.get("metrics") or {}),  # type: ignore[call-overload]
+            artifact_key=key,
+            sha256=digest,
+            train_s=_float(meta.get("train_s")),
+            total_s=_float(meta.get("total_s")),
+            log_key=result.log_key,
+        )
+        _apply(result, report)
+        session.flush()
+    except BaseException:
+        session.rollback()
+        store.delete(key)
+        raise
+    _hand_over(session, job.id, round_num, site.name, report, dispatcher)
+    return result, False
+
+
+# -- helpers -----------------------------------------------------------------------------
+def _hand_over(
+    session: Session,
+    job_id: int,
+    round_num: int,
+    site: str,
+    report: SiteReport,
+    dispatcher: Dispatcher,
+) -> None:
+    from backend.services import rounds  # the round state machine (its own module)
+
+    rounds.record_result(session, job_id, round_num, site, report, dispatcher)
+    session.commit()  # a no-op when record_result committed already
+
+
+def _apply(result: SiteResult, report: SiteReport) -> None:
+    result.status = report.status
+    result.samples = report.samples
+    result.metrics = report.metrics
+    result.artifact_key = report.artifact_key
+    result.sha256 = report.sha256
+    result.train_s = report.train_s
+    result.total_s = report.total_s
+    result.error = report.error
+
+
+def _check_open(session: Session, job: Job, round_num: int) -> None:
+    if job.status != JobStatus.RUNNING:
+        raise Conflict(f"job {job.id} is {job.status.value}; results are not accepted")
+    rnd = _round(session, job.id, round_num)
+    if rnd is None or rnd.status != RoundStatus.RUNNING:
+        state = "not started" if rnd is None else rnd.status.value
+        raise Conflict(f"job {job.id} round {round_num} is {state}; results are not accepted")
+
+
+def _round(session: Session, job_id: int, round_num: int) -> Round | None:
+    return session.scalar(select(Round).where(Round.job_id == job_id, Round.number == round_num))
+
+
+def _result_query(job_id: int, round_num: int, site: str):  # type: ignore[no-untyped-def]
+    return select(SiteResult).where(
+        SiteResult.job_id == job_id, SiteResult.round_num == round_num, SiteResult.site == site
+    )
+
+
+def _result_row(session: Session, job_id: int, round_num: int, site: str) -> SiteResult:
+    row = session.scalar(_result_query(job_id, round_num, site))
+    if row is None:
+        row = SiteResult(job_id=job_id, round_num=round_num, site=site, metrics={})
+        session.add(row)
+    return row
+
+
+def _put_log(session: Session, store: ArtifactStore, job_id: int, text: str) -> str:
+    key, digest, size = store.put_bytes(text.encode("utf-8", errors="replace"))
+    session.add(Artifact(key=key, sha256=digest, size=size, kind="log", job_id=job_id))
+    return key
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def remove_file(path: Path) -> None:
+    """Background cleanup for streamed temp files (bundles)."""
+    shutil.rmtree(path.parent, ignore_errors=True)

@@ -1,0 +1,161 @@
+"""What site workers reach with a site token, and how their updates are taken in."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from backend_support import auth, open_round, safetensors_bytes, submit_zip, zip_folder
+from fastapi.testclient import TestClient
+
+
+@pytest.fixture
+def job_id(client: TestClient, app: Any, job_dir: Path, user_token: str) -> int:
+    response = submit_zip(client, user_token, zip_folder(job_dir))
+    assert response.status_code == 201, response.text
+    job = int(response.json()["id"])
+    open_round(app, job, 0, safetensors_bytes(0.5))
+    return job
+
+
+def _post_result(
+    client: TestClient, token: str, job: int, data: bytes, sha: str | None = None, rnd: int = 0
+) -> Any:
+    meta = {
+        "samples": 10,
+        "metrics": {"val_acc": 0.9},
+        "train_s": 1.5,
+        "sha256": sha or hashlib.sha256(data).hexdigest(),
+        "log": "trained\n",
+    }
+    return client.post(
+        f"/api/v1/site/jobs/{job}/rounds/{rnd}/result",
+        files={"weights": ("w.safetensors", data)},
+        data={"meta": json.dumps(meta)},
+        headers=auth(token),
+    )
+
+
+def test_a_site_outside_the_job_is_forbidden(
+    client: TestClient, job_id: int, site_tokens: dict[str, str]
+) -> None:
+    outsider = auth(site_tokens["site-3"])
+    for url in ("bundle", "shard", "rounds/0/weights"):
+        assert client.get(f"/api/v1/site/jobs/{job_id}/{url}", headers=outsider).status_code == 403
+    assert (
+        _post_result(client, site_tokens["site-3"], job_id, safetensors_bytes()).status_code == 403
+    )
+
+
+def test_a_user_token_is_not_a_site_token(client: TestClient, job_id: int, user_token: str) -> None:
+    assert (
+        client.get(f"/api/v1/site/jobs/{job_id}/bundle", headers=auth(user_token)).status_code
+        == 401
+    )
+
+
+def test_the_bundle_holds_the_job_and_only_this_sites_shard(
+    client: TestClient, job_id: int, site_tokens: dict[str, str]
+) -> None:
+    response = client.get(f"/api/v1/site/jobs/{job_id}/bundle", headers=auth(site_tokens["site-1"]))
+    assert response.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
+    assert "meta.json" in names and "model_def.py" in names
+    assert "shards/site-1/train.txt" in names and "shards/site-2/train.txt" not in names
+
+
+def test_the_shard_is_this_sites_data(
+    client: TestClient, job_id: int, site_tokens: dict[str, str]
+) -> None:
+    response = client.get(f"/api/v1/site/jobs/{job_id}/shard", headers=auth(site_tokens["site-2"]))
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert archive.read("train.txt") == b"data of site-2\n"
+
+
+def test_round_weights_come_with_their_hash(
+    client: TestClient, job_id: int, site_tokens: dict[str, str]
+) -> None:
+    response = client.get(
+        f"/api/v1/site/jobs/{job_id}/rounds/0/weights", headers=auth(site_tokens["site-1"])
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(response.content).hexdigest()
+    assert response.content == safetensors_bytes(0.5)
+    later = client.get(
+        f"/api/v1/site/jobs/{job_id}/rounds/1/weights", headers=auth(site_tokens["site-1"])
+    )
+    assert later.status_code == 404
+
+
+def test_a_result_is_recorded_once_even_when_posted_twice(
+    client: TestClient, job_id: int, site_tokens: dict[str, str], user_token: str
+) -> None:
+    data = safetensors_bytes(2.0)
+    first = _post_result(client, site_tokens["site-1"], job_id, data)
+    assert first.status_code == 200, first.text
+    assert first.json()["duplicate"] is False
+    second = _post_result(client, site_tokens["site-1"], job_id, data)
+    assert second.status_code == 200 and second.json()["duplicate"] is True
+    other = _post_result(client, site_tokens["site-1"], job_id, safetensors_bytes(3.0))
+    assert other.status_code == 409
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=auth(user_token)).json()
+    (result,) = job["rounds"][0]["results"]
+    assert result["status"] == "done" and result["samples"] == 10
+    assert result["metrics"] == {"val_acc": 0.9} and result["train_s"] == 1.5
+
+
+def test_the_last_result_asks_for_aggregation(
+    client: TestClient, job_id: int, site_tokens: dict[str, str], dispatcher: Any
+) -> None:
+    for site in ("site-1", "site-2"):
+        assert (
+            _post_result(client, site_tokens[site], job_id, safetensors_bytes()).status_code == 200
+        )
+    assert ("aggregate", job_id, 0) in dispatcher.calls
+
+
+def test_non_safetensors_weights_are_refused(
+    client: TestClient, app: Any, job_id: int, site_tokens: dict[str, str]
+) -> None:
+    import pickle
+
+    data = pickle.dumps({"fc.weight": [1.0]})
+    response = _post_result(client, site_tokens["site-1"], job_id, data)
+    assert response.status_code == 422
+    assert response.json()["detail"] == {
+        "file": "weights",
+        "field": "",
+        "message": "not a safetensors file",
+    }
+    kinds = {a.kind for a in _artifacts(app)}
+    assert "update" not in kinds
+
+
+def test_a_wrong_hash_is_refused(
+    client: TestClient, job_id: int, site_tokens: dict[str, str]
+) -> None:
+    response = _post_result(
+        client, site_tokens["site-1"], job_id, safetensors_bytes(), sha="0" * 64
+    )
+    assert response.status_code == 422 and response.json()["detail"]["field"] == "sha256"
+
+
+def test_a_result_for_a_round_not_open_is_refused(
+    client: TestClient, job_id: int, site_tokens: dict[str, str]
+) -> None:
+    response = _post_result(client, site_tokens["site-1"], job_id, safetensors_bytes(), rnd=1)
+    assert response.status_code == 409
+
+
+def _artifacts(app: Any) -> list[Any]:
+    from sqlalchemy import select
+
+    from backend.models import Artifact
+
+    with app.state.session_factory() as db:
+        return list(db.scalars(select(Artifact)))
