@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resonfl.fl.base import weighted_metrics
+from resonfl.fl.base import InvalidUpdateError, weighted_metrics
 from resonfl.fl.shareable import FullModelShareableGenerator
 from resonfl.job import Job, JobValidationError
 from resonfl.runner import SandboxError, SiteRoundResult, init_global_weights, run_site_round
@@ -139,7 +139,11 @@ def simulate(
                 if isinstance(outcome, SandboxError):
                     failed[site] = str(outcome)
                     continue
-                aggregator.accept(site, generator.load(outcome.weights_path), outcome.samples)
+                try:
+                    aggregator.accept(site, generator.load(outcome.weights_path), outcome.samples)
+                except InvalidUpdateError as exc:  # NaN weights, wrong shapes: that site failed
+                    failed[site] = f"update rejected: {exc}"
+                    continue
                 done[site] = outcome
             needed = workflow.min_results(rnd, site_names)
             if len(done) < needed:

@@ -1,0 +1,66 @@
+"""The local simulator: same runner, same aggregators, same output layout as the platform."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from resonfl.config import FederationConfig, ModelConfig
+from resonfl.job import Job
+from resonfl.simulate import SimulationError, simulate
+from resonfl.templates.custom_persistor import load_state_dict_file
+
+FAIL_ON_SITE_2 = '''
+import os
+_train = fl_train_model
+
+
+def fl_train_model(model, env, out_dir, logger):
+    if os.environ["SITE_NAME"] == "site-2":
+        raise RuntimeError("disk on fire")
+    return _train(model, env, out_dir, logger)
+'''
+
+
+def render(tmp_path: Path, source: str, min_clients: int | None = None) -> Path:
+    sites = ["site-1", "site-2"]
+    for site in sites:
+        (tmp_path / "data" / site).mkdir(parents=True)
+    job = Job(
+        name="tiny",
+        model=ModelConfig(source=source),
+        federation=FederationConfig(num_rounds=2, sites=sites, min_clients=min_clients),
+        shards={s: tmp_path / "data" / s for s in sites},
+    )
+    return job.render(tmp_path / "job")
+
+
+def test_simulation_writes_every_round_and_a_loadable_checkpoint(tmp_path: Path, tiny_model_def: str) -> None:
+    job_dir = render(tmp_path, tiny_model_def)
+
+    result = simulate(job_dir, tmp_path / "ws", progress=False)
+
+    files = sorted(p.name for p in (tmp_path / "ws" / "files_out").iterdir())
+    assert files == ["GLOBAL_MODEL.pt", "GLOBAL_MODEL_round_0.pt", "GLOBAL_MODEL_round_1.pt"]
+    final = load_state_dict_file(result.checkpoint)
+    assert torch.equal(final["fc1.weight"], load_state_dict_file(tmp_path / "ws" / "files_out" / "GLOBAL_MODEL_round_1.pt")["fc1.weight"])
+    assert [r.samples for r in result.rounds] == [{"site-1": 32, "site-2": 32}] * 2
+    assert "trained on 32 samples" in (tmp_path / "ws" / "logs" / "site-1.log").read_text()
+
+
+def test_a_failed_site_is_recorded_and_the_round_goes_on_with_min_clients(tmp_path: Path, tiny_model_def: str) -> None:
+    job_dir = render(tmp_path, tiny_model_def + FAIL_ON_SITE_2, min_clients=1)
+
+    result = simulate(job_dir, tmp_path / "ws", progress=False)
+
+    assert all("disk on fire" in r.failed["site-2"] for r in result.rounds)
+    assert result.checkpoint.is_file()
+
+
+def test_too_few_sites_fails_the_simulation_with_the_reason(tmp_path: Path, tiny_model_def: str) -> None:
+    job_dir = render(tmp_path, tiny_model_def + FAIL_ON_SITE_2)
+
+    with pytest.raises(SimulationError, match="disk on fire"):
+        simulate(job_dir, tmp_path / "ws", progress=False)

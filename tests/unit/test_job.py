@@ -1,0 +1,121 @@
+"""The six-file job: deterministic rendering, round trip, and errors that name file and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from resonfl.config import FederationConfig, ModelConfig, TrainingConfig
+from resonfl.job import JOB_FILES, Job, JobValidationError, template_text
+
+
+def make_job(source: str, **fed: object) -> Job:
+    return Job(
+        name="tiny",
+        model=ModelConfig(source=source, args={"width": 8}),
+        training=TrainingConfig(lr=0.01, extra={"AUGMENT": "flip"}),
+        federation=FederationConfig(num_rounds=3, sites=["site-1", "site-2"], **fed),
+    )
+
+
+def test_render_writes_the_six_files_with_format_version_2(tmp_path: Path, tiny_model_def: str) -> None:
+    out = make_job(tiny_model_def).render(tmp_path / "job")
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(JOB_FILES)
+    for name in ("config_fed_client.json", "config_fed_server.json", "meta.json"):
+        assert json.loads((out / name).read_text())["format_version"] == 2
+    client = json.loads((out / "config_fed_client.json").read_text())
+    assert client["executors"][0]["executor"]["args"]["lr"] == 0.01
+    assert client["executors"][0]["executor"]["args"]["extra"] == {"AUGMENT": "flip"}
+    server = json.loads((out / "config_fed_server.json").read_text())
+    ids = [c["id"] for c in server["components"]]
+    assert ids == ["persistor", "model", "shareable_generator", "aggregator"]
+    assert server["workflows"][0]["args"]["num_rounds"] == 3
+
+
+def test_rendering_is_deterministic_and_round_trips(tmp_path: Path, tiny_model_def: str) -> None:
+    job = make_job(tiny_model_def)
+    first = job.render(tmp_path / "a")
+    loaded = Job.load(first)
+    second = loaded.render(tmp_path / "b")
+
+    for name in JOB_FILES:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    assert loaded.training == job.training
+    assert loaded.federation.model_dump(exclude={"min_clients"}) == job.federation.model_dump(
+        exclude={"min_clients"}
+    )
+    assert loaded.federation.effective_min_clients == job.federation.effective_min_clients
+
+
+def test_custom_scripts_are_the_platform_templates(tmp_path: Path, tiny_model_def: str) -> None:
+    out = make_job(tiny_model_def).render(tmp_path / "job")
+
+    for name in ("custom_client_executor.py", "custom_persistor.py"):
+        assert (out / name).read_text() == template_text(name)
+
+
+def test_missing_class_names_model_def_and_field(tiny_model_def: str) -> None:
+    job = make_job(tiny_model_def)
+    job.model.class_name = "Missing"
+
+    with pytest.raises(JobValidationError) as err:
+        job.validate()
+    assert (err.value.file, err.value.field) == ("model_def.py", "class_name")
+
+
+def test_train_fn_with_wrong_arity_is_rejected(tiny_model_def: str) -> None:
+    source = tiny_model_def.replace("def fl_train_model(model, env, out_dir, logger)", "def fl_train_model(model)")
+
+    with pytest.raises(JobValidationError, match="must take 4 arguments"):
+        make_job(source).validate()
+
+
+def test_unknown_aggregator_path_is_a_server_config_error(tiny_model_def: str) -> None:
+    with pytest.raises(JobValidationError) as err:
+        make_job(tiny_model_def, aggregator_path="resonfl.fl.nope.Missing").validate()
+    assert (err.value.file, err.value.field) == ("config_fed_server.json", "aggregator_path")
+
+
+def test_bad_json_names_the_file(tmp_path: Path, tiny_model_def: str) -> None:
+    out = make_job(tiny_model_def).render(tmp_path / "job")
+    (out / "meta.json").write_text("{not json")
+
+    with pytest.raises(JobValidationError) as err:
+        Job.load(out)
+    assert err.value.file == "meta.json"
+    assert "not valid JSON" in err.value.message
+
+
+def test_bad_training_value_names_the_field(tmp_path: Path, tiny_model_def: str) -> None:
+    out = make_job(tiny_model_def).render(tmp_path / "job")
+    client = json.loads((out / "config_fed_client.json").read_text())
+    client["executors"][0]["executor"]["args"]["lr"] = -1
+    (out / "config_fed_client.json").write_text(json.dumps(client))
+
+    with pytest.raises(JobValidationError) as err:
+        Job.load(out)
+    assert err.value.file == "config_fed_client.json"
+    assert err.value.field == "executors[0].executor.args.lr"
+
+
+def test_missing_file_is_named(tmp_path: Path, tiny_model_def: str) -> None:
+    out = make_job(tiny_model_def).render(tmp_path / "job")
+    (out / "custom_persistor.py").unlink()
+
+    with pytest.raises(JobValidationError) as err:
+        Job.load(out)
+    assert err.value.file == "custom_persistor.py"
+
+
+def test_min_clients_above_site_count_is_rejected() -> None:
+    with pytest.raises(ValueError, match="min_clients=3 exceeds"):
+        FederationConfig(sites=["a", "b"], min_clients=3)
+
+
+def test_workflow_args_are_checked_at_load(tiny_model_def: str) -> None:
+    with pytest.raises(JobValidationError) as err:
+        make_job(tiny_model_def, workflow_args={"bogus": 1}).validate()
+    assert err.value.field == "workflows[0].args"
