@@ -1,0 +1,629 @@
+"""The round state machine: the job store is the source of truth, Celery only delivers.
+
+Life of a job (rounds are 0-based):
+
+    start_job        queued, send_start                           (API: submit)
+    init_job         initial weights in the sandbox, open round 0 (aggregator: start task)
+    record_result    a site's update or error is in; enough? send_aggregate  (API: site result)
+    aggregate_round  exactly once per (job, round): fold updates, persist, open the next round
+                     or write model_out/checkpoint.pt and finish    (aggregator: aggregate task)
+    reconcile        deadlines, silent sites, lost messages, restarts (aggregator: loop)
+    cancel_job       cancelled; late results are ignored            (API: cancel)
+
+Every function is safe to run twice: state changes are conditional UPDATEs (or inserts under a
+unique constraint), so a redelivered message or two aggregators never do the work twice.
+Database writes are committed *before* messages are sent, so a worker never receives work the
+database does not know about; a message lost in between is found again by `reconcile`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.models import (
+    Artifact,
+    Job,
+    JobStatus,
+    ResultStatus,
+    Round,
+    RoundStatus,
+    Site,
+    SiteResult,
+    SiteStatus,
+    utcnow,
+)
+from backend.services.dispatch import Dispatcher
+from backend.storage import ArtifactStore
+
+log = logging.getLogger("resonfl.rounds")
+
+PENDING_RESULT = (ResultStatus.QUEUED, ResultStatus.TRAINING, ResultStatus.UPLOADING)
+INIT_TIMEOUT_S = 1800.0
+AGGREGATE_LEASE_S = 600.0  # an "aggregating" round older than this lost its aggregator
+MAX_REDISPATCH = 1  # a silent site's task is sent again once, then the site is failed
+STATE_DIR = "server_state"
+
+
+class RoundError(RuntimeError):
+    """The job cannot go on; the message is stored as the job's error."""
+
+
+@dataclass
+class ReconcileReport:
+    """What one `reconcile` pass did (logged by the aggregator, asserted by tests)."""
+
+    started: list[int] = field(default_factory=list)
+    aggregated: list[tuple[int, int]] = field(default_factory=list)
+    redispatched: list[tuple[int, int, str]] = field(default_factory=list)
+    failed_sites: list[tuple[int, int, str]] = field(default_factory=list)
+    failed_jobs: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return any(vars(self).values())
+
+
+# ------------------------------------------------------------------------------ start
+def start_job(session: Session, job_id: int, dispatcher: Dispatcher) -> None:
+    """Mark the (just submitted) job queued, commit, and ask the aggregator to start it."""
+    job = _job(session, job_id)
+    if job.status != JobStatus.QUEUED:
+        return
+    session.commit()
+    dispatcher.send_start(job_id)
+
+
+def init_job(
+    session: Session, store: ArtifactStore, job_id: int, dispatcher: Dispatcher
+) -> bool:
+    """Aggregator side of start: check resources, build the initial weights, open round 0.
+
+    Returns False when another delivery already did it (or the job is no longer queued).
+    """
+    now = utcnow()
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING, started_at=now)
+    ).rowcount
+    session.commit()
+    job = _job(session, job_id)
+    has_round0 = session.scalar(select(Round.id).where(Round.job_id == job_id, Round.number == 0))
+    if not claimed and not (job.status == JobStatus.RUNNING and has_round0 is None):
+        return False  # a duplicate start; the first delivery owns the job
+    try:
+        spec = _load_spec(store, job_id)
+        _check_sites(session, job, spec)
+        scratch = store.scratch_dir()
+        try:
+            out = scratch / "init.safetensors"
+            _init_weights(spec.job_dir, out, scratch / "work", min(spec.round_timeout_s, INIT_TIMEOUT_S))
+            sites = _open_round(session, store, job, spec, 0, out)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    except IntegrityError:
+        session.rollback()
+        return False  # a concurrent delivery opened round 0 first
+    except Exception as exc:  # noqa: BLE001 - any failure here ends the job with its reason
+        session.rollback()
+        _fail_job(session, job_id, f"could not start: {exc}")
+        return False
+    for site in sites:
+        dispatcher.send_train(site, job_id, 0)
+    return True
+
+
+# ------------------------------------------------------------------------------ results
+def record_result(
+    session: Session,
+    job_id: int,
+    round_num: int,
+    site: str,
+    report: Any = None,
+    dispatcher: Dispatcher | None = None,
+) -> bool:
+    """A site's result row (done or failed) is flushed; commit it and aggregate when due.
+
+    `report` is a `backend.services.reports.SiteReport` (informational here: the route has
+    already written it to the SiteResult row). Returns True when an aggregate was requested.
+    Calling it again for the same result changes nothing and may re-send the (idempotent)
+    aggregate request.
+    """
+    session.commit()
+    rnd = session.scalar(select(Round).where(Round.job_id == job_id, Round.number == round_num))
+    job = session.get(Job, job_id)
+    if rnd is None or job is None or job.status != JobStatus.RUNNING:
+        return False
+    if rnd.status != RoundStatus.RUNNING or not _round_is_due(session, job, rnd):
+        return False
+    if dispatcher is not None:
+        dispatcher.send_aggregate(job_id, round_num)
+    return True
+
+
+def _round_is_due(session: Session, job: Job, rnd: Round) -> bool:
+    """Enough results for the workflow, or every expected site has answered."""
+    results = _results(session, job.id, rnd.number)
+    done = sum(r.status == ResultStatus.DONE for r in results)
+    pending = sum(r.status in PENDING_RESULT for r in results)
+    needed = (rnd.timings or {}).get("min_results")
+    if not isinstance(needed, int):
+        needed = min(job.min_clients, len(results)) if results else job.min_clients
+    return done >= needed or pending == 0
+
+
+# ------------------------------------------------------------------------------ aggregate
+def aggregate_round(
+    session: Session,
+    store: ArtifactStore,
+    job_id: int,
+    round_num: int,
+    dispatcher: Dispatcher,
+    *,
+    takeover: bool = False,
+) -> bool:
+    """Aggregate round `round_num` exactly once; returns False if it was not this call's turn.
+
+    The claim is a conditional UPDATE running -> aggregating (`takeover` also claims a round
+    whose aggregator died, see `reconcile`); a second delivery finds nothing to claim.
+    """
+    began = time.monotonic()
+    now = utcnow()
+    claimable = [RoundStatus.RUNNING] + ([RoundStatus.AGGREGATING] if takeover else [])
+    claimed = session.execute(
+        update(Round)
+        .where(
+            Round.job_id == job_id,
+            Round.number == round_num,
+            Round.status.in_(claimable),
+        )
+        .values(status=RoundStatus.AGGREGATING, aggregated_at=now)
+    ).rowcount
+    session.commit()
+    if not claimed:
+        return False
+    job = _job(session, job_id)
+    if job.status != JobStatus.RUNNING:
+        _set_round(session, job_id, round_num, RoundStatus.FAILED, f"job is {job.status.value}")
+        return False
+    try:
+        next_sites = _aggregate_claimed(session, store, job, round_num, began)
+    except RoundError as exc:
+        session.rollback()
+        _set_round(session, job_id, round_num, RoundStatus.FAILED, str(exc))
+        _fail_job(session, job_id, str(exc))
+        return True
+    except Exception as exc:
+        log.exception("aggregation of job %s round %s failed", job_id, round_num)
+        session.rollback()
+        reason = f"aggregation of round {round_num} failed: {type(exc).__name__}: {exc}"
+        _set_round(session, job_id, round_num, RoundStatus.FAILED, reason)
+        _fail_job(session, job_id, reason)
+        return True
+    for site in next_sites:
+        dispatcher.send_train(site, job_id, round_num + 1)
+    return True
+
+
+def _aggregate_claimed(
+    session: Session, store: ArtifactStore, job: Job, round_num: int, began: float
+) -> list[str]:
+    """Fold the round's updates, persist, then open the next round or finish; commits once."""
+    from resonfl.fl.base import InvalidUpdateError, dump_state, load_state, weighted_metrics
+    from resonfl.fl.shareable import FullModelShareableGenerator as Gen
+    from resonfl.fl.shareable import sha256_file
+    from resonfl.templates.custom_persistor import PTFileModelPersistor
+
+    spec = _load_spec(store, job.id)
+    rnd = _round(session, job.id, round_num)
+    global_path = _verified(store, rnd.weights_key, rnd.weights_sha256, "global weights")
+    aggregator = spec.job.build_aggregator()
+    aggregator.reset(Gen.load(global_path), round_num)
+    state_dir = store.workspace(job.id) / STATE_DIR
+    previous_state = state_dir / f"aggregator_round_{round_num - 1}.safetensors"
+    if round_num > 0 and previous_state.is_file():
+        aggregator.load_state_dict(load_state(previous_state.read_bytes()))
+
+    results = _results(session, job.id, round_num)
+    accepted: list[SiteResult] = []
+    for res in results:
+        if res.status in PENDING_RESULT:
+            res.status = ResultStatus.FAILED
+            res.error = res.error or "no result when the round was aggregated (deadline passed)"
+            continue
+        if res.status != ResultStatus.DONE:
+            continue
+        try:
+            if not res.artifact_key or not res.samples:
+                raise InvalidUpdateError("no weights or zero samples in the upload")
+            path = store.path(res.artifact_key)
+            if not path.is_file() or sha256_file(path) != res.sha256:
+                raise InvalidUpdateError("uploaded weights do not match their sha256")
+            aggregator.accept(res.site, Gen.load(path), int(res.samples))
+            accepted.append(res)
+        except (InvalidUpdateError, OSError, ValueError) as exc:
+            res.status = ResultStatus.FAILED
+            res.error = f"update refused: {exc}"
+    needed = spec.workflow.min_results(round_num, list(job.sites))
+    if len(accepted) < needed:
+        errors = "; ".join(f"{r.site}: {r.error}" for r in results if r.error)
+        raise RoundError(
+            f"round {round_num}: {len(accepted)} usable result(s), {needed} needed "
+            f"(min_clients). {errors}".strip()
+        )
+
+    weights = aggregator.aggregate()
+    persistor = PTFileModelPersistor(store.workspace(job.id))
+    persistor.save_round(weights, round_num)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_file = state_dir / f"aggregator_round_{round_num}.safetensors"
+    tmp = state_file.with_name(state_file.name + ".tmp")
+    tmp.write_bytes(dump_state(aggregator.state_dict()))
+    tmp.replace(state_file)
+
+    metrics = weighted_metrics((r.metrics or {}, int(r.samples or 0)) for r in accepted)
+    rnd.timings = _timings(rnd, accepted, metrics, began)
+    rnd.status = RoundStatus.DONE
+    rnd.aggregated_at = utcnow()
+    last = round_num + 1 >= spec.num_rounds
+    if last:
+        persistor.save_final(weights)
+        job.status = JobStatus.FINISHED
+        job.finished_at = utcnow()
+        session.commit()
+        return []
+    scratch = store.scratch_dir()
+    try:
+        out = scratch / "global.safetensors"
+        Gen.save(weights, out)
+        return _open_round(session, store, job, spec, round_num + 1, out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _timings(
+    rnd: Round, accepted: list[SiteResult], metrics: dict[str, float], began: float
+) -> dict[str, Any]:
+    """Round wall time vs. the sites' training time; the rest is the platform's overhead."""
+    started = rnd.started_at or utcnow()
+    round_s = (utcnow() - started).total_seconds()
+    train = {r.site: float(r.train_s or 0.0) for r in accepted}
+    total = {r.site: float(r.total_s or 0.0) for r in accepted}
+    slowest = max(train.values(), default=0.0)
+    return {
+        **(rnd.timings or {}),
+        "round_s": round(round_s, 3),
+        "train_s_max": round(slowest, 3),
+        "overhead_s": round(max(round_s - slowest, 0.0), 3),
+        # of which: inside the site task but outside training (job process start, imports,
+        # weights in/out) vs. between the sites' tasks (queueing, HTTP, aggregation)
+        "site_overhead_s": round(max((total[s] - train[s] for s in train), default=0.0), 3),
+        "transport_s": round(max(round_s - max(total.values(), default=0.0), 0.0), 3),
+        "aggregate_s": round(time.monotonic() - began, 3),
+        "site_train_s": train,
+        "site_total_s": total,
+        "sites": sorted(train),
+        "metrics": metrics,
+    }
+
+
+# ------------------------------------------------------------------------------ reconcile
+def reconcile(
+    session: Session,
+    store: ArtifactStore,
+    dispatcher: Dispatcher,
+    *,
+    heartbeat_timeout_s: float = 60.0,
+    start_grace_s: float = 30.0,
+    now: datetime | None = None,
+) -> ReconcileReport:
+    """Repair what messages alone cannot: run on aggregator start and then periodically.
+
+    * queued jobs whose start message was lost are started again;
+    * rounds past their deadline aggregate with what is in, or the job fails with the reason;
+    * a site that went silent mid-round (no heartbeat, or an idle heartbeat while it should be
+      training) gets its task once more, then is failed; the round goes on with the others;
+    * a round whose results are all in but whose aggregate message was lost is aggregated;
+    * a round stuck "aggregating" past the lease (its aggregator died) is taken over.
+    """
+    now = now or utcnow()
+    report = ReconcileReport()
+    jobs = session.scalars(
+        select(Job).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).order_by(Job.id)
+    ).all()
+    sites = {s.name: s for s in session.scalars(select(Site)).all()}
+    for job in jobs:
+        if job.status == JobStatus.QUEUED:
+            if job.created_at < now - timedelta(seconds=start_grace_s):
+                dispatcher.send_start(job.id)
+                report.started.append(job.id)
+            continue
+        rnd = session.scalar(
+            select(Round).where(Round.job_id == job.id).order_by(Round.number.desc()).limit(1)
+        )
+        if rnd is None:
+            if job.started_at and job.started_at < now - timedelta(seconds=INIT_TIMEOUT_S):
+                _fail_job(session, job.id, "the initial model was never built (start timed out)")
+                report.failed_jobs.append(job.id)
+            continue
+        _reconcile_round(session, store, dispatcher, job, rnd, sites, heartbeat_timeout_s, now, report)
+    session.commit()
+    return report
+
+
+def _reconcile_round(
+    session: Session,
+    store: ArtifactStore,
+    dispatcher: Dispatcher,
+    job: Job,
+    rnd: Round,
+    sites: dict[str, Site],
+    heartbeat_timeout_s: float,
+    now: datetime,
+    report: ReconcileReport,
+) -> None:
+    if rnd.status == RoundStatus.AGGREGATING:
+        if rnd.aggregated_at and rnd.aggregated_at < now - timedelta(seconds=AGGREGATE_LEASE_S):
+            session.commit()
+            aggregate_round(session, store, job.id, rnd.number, dispatcher, takeover=True)
+            report.aggregated.append((job.id, rnd.number))
+        return
+    if rnd.status != RoundStatus.RUNNING:
+        return
+    if rnd.deadline and rnd.deadline < now:
+        for res in _results(session, job.id, rnd.number):
+            if res.status in PENDING_RESULT:
+                res.status = ResultStatus.FAILED
+                res.error = f"no result before the round deadline {rnd.deadline.isoformat()}"
+                report.failed_sites.append((job.id, rnd.number, res.site))
+        session.commit()
+        dispatcher.send_aggregate(job.id, rnd.number)  # aggregates or fails with the reason
+        report.aggregated.append((job.id, rnd.number))
+        return
+    _redispatch_silent(session, job, rnd, sites, heartbeat_timeout_s, now, dispatcher, report)
+    if _round_is_due(session, job, rnd):
+        dispatcher.send_aggregate(job.id, rnd.number)
+        report.aggregated.append((job.id, rnd.number))
+
+
+def _redispatch_silent(
+    session: Session,
+    job: Job,
+    rnd: Round,
+    sites: dict[str, Site],
+    heartbeat_timeout_s: float,
+    now: datetime,
+    dispatcher: Dispatcher,
+    report: ReconcileReport,
+) -> None:
+    timeout = timedelta(seconds=heartbeat_timeout_s)
+    grace = timeout / 3
+    counts: dict[str, int] = dict((rnd.timings or {}).get("redispatched", {}))
+    resend: list[str] = []
+    for res in _results(session, job.id, rnd.number):
+        if res.status not in PENDING_RESULT:
+            continue
+        site = sites.get(res.site)
+        beat = site.last_heartbeat if site else None
+        dead = (beat is None or beat < now - timeout) and res.updated_at < now - timeout
+        # alive and idle well after the task was sent or last reported: the task is lost
+        # (e.g. the worker was killed and restarted before its heartbeat went stale)
+        lost = (
+            site is not None
+            and beat is not None
+            and beat >= now - timeout
+            and site.status == SiteStatus.IDLE
+            and res.updated_at < beat - grace
+        )
+        if not (dead or lost):
+            continue
+        why = "no heartbeat" if dead else "worker idle, task lost"
+        if counts.get(res.site, 0) < MAX_REDISPATCH:
+            counts[res.site] = counts.get(res.site, 0) + 1
+            res.status = ResultStatus.QUEUED
+            res.updated_at = now
+            res.error = f"re-dispatched ({why})"
+            resend.append(res.site)
+            report.redispatched.append((job.id, rnd.number, res.site))
+        else:
+            res.status = ResultStatus.FAILED
+            res.error = f"site went silent mid-round ({why}) after {MAX_REDISPATCH} re-dispatch"
+            report.failed_sites.append((job.id, rnd.number, res.site))
+    if resend or counts:
+        rnd.timings = {**(rnd.timings or {}), "redispatched": counts}
+    session.commit()
+    for site_name in resend:
+        dispatcher.send_train(site_name, job.id, rnd.number)
+
+
+# ------------------------------------------------------------------------------ cancel
+def cancel_job(
+    session: Session, job_id: int, dispatcher: Dispatcher, reason: str = "cancelled by user"
+) -> bool:
+    """Cancel a queued or running job; results that arrive later are ignored."""
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .values(status=JobStatus.CANCELLED, finished_at=utcnow(), error=reason)
+    ).rowcount
+    session.execute(
+        update(Round)
+        .where(Round.job_id == job_id, Round.status.in_([RoundStatus.PENDING, RoundStatus.RUNNING]))
+        .values(status=RoundStatus.FAILED, error=reason)
+    )
+    session.execute(
+        update(SiteResult)
+        .where(SiteResult.job_id == job_id, SiteResult.status.in_(PENDING_RESULT))
+        .values(status=ResultStatus.FAILED, error=reason)
+    )
+    session.commit()
+    if cancelled:
+        dispatcher.send_cancel(job_id)
+    return bool(cancelled)
+
+
+# ------------------------------------------------------------------------------ helpers
+@dataclass
+class _Spec:
+    """The job folder, loaded: workflow, aggregator class, rounds, timeouts."""
+
+    job_dir: Path
+    job: Any  # resonfl.job.Job
+    workflow: Any  # resonfl.fl.base.Workflow
+    num_rounds: int
+    round_timeout_s: float
+    gpus_per_site: int
+
+
+def _load_spec(store: ArtifactStore, job_id: int) -> _Spec:
+    from resonfl.job import Job as JobFolder
+
+    job_dir = store.job_folder(job_id)
+    job = JobFolder.load(job_dir)
+    fed = job.federation
+    return _Spec(
+        job_dir=job_dir,
+        job=job,
+        workflow=job.build_workflow(),
+        num_rounds=fed.num_rounds,
+        round_timeout_s=fed.round_timeout_s,
+        gpus_per_site=fed.gpus_per_site,
+    )
+
+
+def _init_weights(job_dir: Path, out: Path, work_dir: Path, timeout_s: float) -> None:
+    from resonfl.runner import SandboxError, init_global_weights
+
+    try:
+        init_global_weights(job_dir, out, work_dir, timeout_s)
+    except SandboxError as exc:
+        raise RoundError(f"the initial model could not be built: {exc}\n{exc.log[-2000:]}") from None
+
+
+def _check_sites(session: Session, job: Job, spec: _Spec) -> None:
+    """Every site is registered, and can meet meta.json's resource spec (GPUs per site)."""
+    known = {s.name: s for s in session.scalars(select(Site).where(Site.name.in_(job.sites)))}
+    missing = [s for s in job.sites if s not in known]
+    if missing:
+        raise RoundError(f"sites not registered on this server: {', '.join(missing)}")
+    if spec.gpus_per_site <= 0:
+        return
+    short = [
+        f"{name} reported {len(site.gpus or [])} GPU(s)"
+        for name, site in known.items()
+        if site.last_heartbeat is not None and len(site.gpus or []) < spec.gpus_per_site
+    ]
+    if short:
+        raise RoundError(
+            f"meta.json resource_spec asks for {spec.gpus_per_site} GPU(s) per site, but "
+            + "; ".join(short)
+        )
+
+
+def _open_round(
+    session: Session, store: ArtifactStore, job: Job, spec: _Spec, number: int, weights: Path
+) -> list[str]:
+    """Store the weights entering round `number`, create the round and its results; commit."""
+    key, digest, size = store.put_file(weights)
+    session.add(Artifact(key=key, sha256=digest, size=size, kind="weights", job_id=job.id))
+    now = utcnow()
+    sites = spec.workflow.sites_for_round(number, list(job.sites))
+    needed = spec.workflow.min_results(number, list(job.sites))
+    session.add(
+        Round(
+            job_id=job.id,
+            number=number,
+            status=RoundStatus.RUNNING,
+            weights_key=key,
+            weights_sha256=digest,
+            started_at=now,
+            deadline=now + timedelta(seconds=spec.round_timeout_s),
+            timings={"min_results": needed},
+        )
+    )
+    for site in sites:
+        session.add(SiteResult(job_id=job.id, round_num=number, site=site))
+    job.current_round = number
+    session.commit()
+    return sites
+
+
+def _verified(store: ArtifactStore, key: str | None, sha256: str | None, what: str) -> Path:
+    from resonfl.fl.shareable import sha256_file
+
+    if not key or not sha256:
+        raise RoundError(f"{what}: no artifact recorded")
+    path = store.path(key)
+    if not path.is_file():
+        raise RoundError(f"{what}: artifact {key} is missing from the store")
+    if sha256_file(path) != sha256:
+        raise RoundError(f"{what}: artifact {key} does not match its sha256")
+    return path
+
+
+def _job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise RoundError(f"job {job_id} not found")
+    return job
+
+
+def _round(session: Session, job_id: int, number: int) -> Round:
+    rnd = session.scalar(
+        select(Round)
+        .where(Round.job_id == job_id, Round.number == number)
+        .execution_options(populate_existing=True)
+    )
+    if rnd is None:
+        raise RoundError(f"job {job_id} has no round {number}")
+    return rnd
+
+
+def _results(session: Session, job_id: int, number: int) -> list[SiteResult]:
+    return list(
+        session.scalars(
+            select(SiteResult)
+            .where(SiteResult.job_id == job_id, SiteResult.round_num == number)
+            .order_by(SiteResult.site)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def _set_round(
+    session: Session, job_id: int, number: int, status: RoundStatus, error: str | None
+) -> None:
+    session.execute(
+        update(Round)
+        .where(Round.job_id == job_id, Round.number == number)
+        .values(status=status, error=error)
+    )
+    session.commit()
+
+
+def _fail_job(session: Session, job_id: int, reason: str) -> None:
+    log.warning("job %s failed: %s", job_id, reason)
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .values(status=JobStatus.FAILED, finished_at=utcnow(), error=reason[:20000])
+    )
+    session.commit()
+
+
+def round_timings(session: Session, job_id: int) -> list[dict[str, Any]]:
+    """Each finished round's timings (round_s, train_s_max, overhead_s, ...), in order."""
+    rows: Iterable[Round] = session.scalars(
+        select(Round).where(Round.job_id == job_id).order_by(Round.number)
+    )
+    return [{"round": r.number, **(r.timings or {})} for r in rows if r.status == RoundStatus.DONE]

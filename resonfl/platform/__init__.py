@@ -1,0 +1,1 @@
+"""Running the platform: `resonfl up`, `resonfl worker`, `resonfl aggregator`."""

@@ -1,0 +1,197 @@
+"""`resonfl worker`, `resonfl aggregator` and `resonfl up`.
+
+    resonfl worker --site NAME --token T --api URL --broker URL [--data-root P] [--gpus 0,1]
+    resonfl aggregator [--reconcile-every S] [--concurrency N]
+    resonfl up [--port 8000] [--sites 2] [--data-dir D] [--redis-url U] [--database-url U] [--demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("resonfl.platform")
+
+CELERY_QUIET = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the platform's subcommands to the `resonfl` CLI."""
+    w = subparsers.add_parser("worker", help="run a site worker (consumes only site.<NAME>)")
+    w.add_argument("--site", help="site name (RESONFL_SITE_NAME)")
+    w.add_argument("--token", help="site token (RESONFL_SITE_TOKEN; prefer the variable)")
+    w.add_argument("--api", help="API URL (RESONFL_API_URL)")
+    w.add_argument("--broker", help="Redis URL (RESONFL_BROKER_URL)")
+    w.add_argument("--data-root", type=Path, help="bundles, shards, state (RESONFL_WORKER_DATA_ROOT)")
+    w.add_argument("--gpus", help="GPU indices this worker may use, e.g. 0,1 ('' for none)")
+    w.add_argument("--heartbeat", type=float, help="seconds between heartbeats")
+    w.add_argument("--threads", type=int, help="CPU threads per job process")
+    w.set_defaults(func=cmd_worker)
+
+    a = subparsers.add_parser("aggregator", help="run the server tasks: start, aggregate, reconcile")
+    a.add_argument("--reconcile-every", type=float, default=15.0, help="seconds (default 15)")
+    a.add_argument("--concurrency", type=int, default=2, help="task threads (default 2)")
+    a.set_defaults(func=cmd_aggregator)
+
+    u = subparsers.add_parser("up", help="bring the whole platform up on this machine")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=8000)
+    u.add_argument("--sites", type=int, default=2, help="local site workers (site-1..site-N)")
+    u.add_argument("--data-dir", type=Path, default=None, help="default ./resonfl-data")
+    u.add_argument("--redis-url", default=None, help="default: start the embedded redis-server")
+    u.add_argument("--database-url", default=None, help="default: SQLite in the data folder")
+    u.add_argument("--admin-email", default="admin@localhost")
+    u.add_argument("--demo", action="store_true", help="submit the digits example and wait")
+    u.add_argument("--demo-rounds", type=int, default=None)
+    u.add_argument("--exit-after-demo", action="store_true", help="stop everything when done")
+    u.set_defaults(func=cmd_up)
+
+
+# ------------------------------------------------------------------------------ worker
+def cmd_worker(args: argparse.Namespace) -> int:
+    from resonfl.platform.worker_settings import SiteWorkerSettings, parse_gpus
+    from workers import site_worker
+    from workers.celery_app import make_celery, register_tasks, site_queue
+
+    env = SiteWorkerSettings()
+    cfg = env.to_config()
+    cfg.site = args.site or cfg.site
+    cfg.token = args.token or cfg.token
+    cfg.api_url = args.api or cfg.api_url
+    cfg.data_root = (args.data_root or cfg.data_root).resolve()
+    if args.gpus is not None:
+        cfg.gpus = parse_gpus(args.gpus)
+    cfg.heartbeat_s = args.heartbeat or cfg.heartbeat_s
+    cfg.threads = args.threads
+    if not cfg.site or not cfg.token:
+        print("resonfl worker: --site and --token (or RESONFL_SITE_NAME/TOKEN) are required",
+              file=sys.stderr)
+        return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    os.environ.pop("RESONFL_SITE_TOKEN", None)  # job processes get a scrubbed env anyway
+    cfg.data_root.mkdir(parents=True, exist_ok=True)
+    site_worker.install(cfg)
+    app = make_celery(args.broker or env.broker_url)
+    register_tasks(app, "site")
+    beat = site_worker.Heartbeat(cfg)
+    beat.beat()
+    beat.start()
+    try:
+        app.worker_main([
+            "worker", "-Q", site_queue(cfg.site), "-P", "solo", "-c", "1",
+            "-n", f"{cfg.site}@%h", "-l", "INFO", *CELERY_QUIET,
+        ])
+    finally:
+        beat.stop()
+    return 0
+
+
+# ------------------------------------------------------------------------------ aggregator
+def cmd_aggregator(args: argparse.Namespace) -> int:
+    from backend.core.config import Settings
+    from workers import runtime
+    from workers.celery_app import SERVER_QUEUE, register_tasks
+
+    settings = Settings()
+    rt = runtime.ServerRuntime.from_settings(settings)
+    runtime.install(rt)
+    register_tasks(rt.dispatcher.app, "server")
+    loop = ReconcileLoop(rt, args.reconcile_every)
+    loop.start()
+    try:
+        rt.dispatcher.app.worker_main([
+            "worker", "-Q", SERVER_QUEUE, "-P", "threads", "-c", str(args.concurrency),
+            "-n", "aggregator@%h", "-l", "INFO", *CELERY_QUIET,
+        ])
+    finally:
+        loop.stop()
+    return 0
+
+
+class ReconcileLoop(threading.Thread):
+    """`rounds.reconcile` once at start (resume after a restart), then every `every_s`."""
+
+    def __init__(self, rt: Any, every_s: float) -> None:
+        super().__init__(name="resonfl-reconcile", daemon=True)
+        self.rt, self.every_s = rt, every_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from backend.services import rounds
+
+        while not self.stopped.is_set():
+            try:
+                with self.rt.session() as session:
+                    report = rounds.reconcile(
+                        session, self.rt.store, self.rt.dispatcher,
+                        heartbeat_timeout_s=self.rt.settings.site_heartbeat_timeout_s,
+                    )
+                if report:
+                    log.warning("reconcile: %s", report)
+            except Exception:  # the loop must survive a database blip
+                log.exception("reconcile failed")
+            self.stopped.wait(self.every_s)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+# ------------------------------------------------------------------------------ up
+def cmd_up(args: argparse.Namespace) -> int:
+    from resonfl.platform.local import LocalPlatform
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    data_dir = (args.data_dir or Path("resonfl-data")).resolve()
+    platform = LocalPlatform(
+        data_dir=data_dir,
+        host=args.host,
+        port=args.port,
+        sites=args.sites,
+        redis_url=args.redis_url or os.environ.get("RESONFL_REDIS_URL"),
+        database_url=args.database_url or os.environ.get("RESONFL_DATABASE_URL"),
+        secret_key=os.environ.get("RESONFL_SECRET_KEY") or _local_secret(data_dir),
+    )
+    from resonfl.platform.supervise import Stop, raise_on_signals
+
+    raise_on_signals()
+    try:
+        platform.start(admin_email=args.admin_email)
+        print(f"ResonFL is up: {platform.url}  (API docs: {platform.url}/docs)")
+        print(f"admin token: {platform.admin_token}")
+        print(f"sites: {', '.join(platform.site_names)}; logs in {platform.log_dir}")
+        if args.demo:
+            checkpoint = platform.run_demo(num_rounds=args.demo_rounds)
+            print(f"demo finished; checkpoint: {checkpoint}")
+            if args.exit_after_demo:
+                return 0
+        print("Ctrl-C stops everything.")
+        while True:
+            dead = platform.supervisor.dead()
+            if dead:
+                for child in dead:
+                    print(f"{child.name} exited ({child.proc.returncode}):\n"
+                          f"{platform.supervisor.tail(child)}", file=sys.stderr)
+                return 1
+            time.sleep(1)
+    except Stop as sig:
+        print(f"\n{sig}: stopping", file=sys.stderr)
+        return 0
+    finally:
+        platform.stop()
+
+
+def _local_secret(data_dir: Path) -> str:
+    """A per-installation secret kept in the data folder (created on first start)."""
+    path = data_dir / "secret_key"
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()

@@ -1,0 +1,159 @@
+"""The whole platform on one machine, as child processes: what `resonfl up` runs, and what
+the integration tests start (same code, so the tests exercise the README's first command).
+
+Order: broker (embedded redis-server unless a URL is given) -> migrations -> first admin and
+site tokens -> API (uvicorn, `backend.app:create_app` factory) -> aggregator -> site workers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from resonfl.platform.embedded_redis import start_embedded_redis
+from resonfl.platform.supervise import Child, Supervisor, python_argv, wait_for_port
+
+PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
+
+
+@dataclass
+class LocalPlatform:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    sites: int = 2
+    redis_url: str | None = None
+    database_url: str | None = None
+    secret_key: str = ""
+    heartbeat_s: float = 10.0
+    heartbeat_timeout_s: float = 60.0
+    reconcile_every_s: float = 15.0
+    threads_per_job: int | None = None
+    supervisor: Supervisor = field(init=False)
+    admin_token: str = field(init=False, default="")
+    site_tokens: dict[str, str] = field(init=False, default_factory=dict)
+    workers: dict[str, Child] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.supervisor = Supervisor(log_dir=self.log_dir)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def site_names(self) -> list[str]:
+        return [f"site-{i}" for i in range(1, self.sites + 1)]
+
+    # -------------------------------------------------------------------------- start/stop
+    def start(self, admin_email: str = "admin@localhost") -> None:
+        from backend import cli_admin
+        from backend.core.config import Settings
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.redis_url:
+            self.redis_url, _ = start_embedded_redis(self.supervisor, self.data_dir / "redis")
+        settings = Settings(**self._settings_kwargs())
+        self.database_url = settings.database_url
+        cli_admin.migrate(settings)
+        self.admin_token = cli_admin.ensure_admin(settings, admin_email)
+        for name in self.site_names:
+            self.site_tokens[name] = cli_admin.register_site(settings, name)
+        api = self.supervisor.start(
+            "api",
+            python_argv("-m", "uvicorn", "backend.app:create_app", "--factory",
+                        "--host", self.host, "--port", str(self.port), "--log-level", "warning"),
+            env=self.server_env(),
+        )
+        wait_for_port(self.host, self.port, 60, api)
+        self._wait_healthy(api)
+        self.supervisor.start(
+            "aggregator",
+            python_argv("-m", "resonfl.platform", "aggregator",
+                        "--reconcile-every", str(self.reconcile_every_s)),
+            env=self.server_env(),
+        )
+        for name in self.site_names:
+            self.start_worker(name)
+
+    def start_worker(self, site: str) -> Child:
+        argv = python_argv(
+            "-m", "resonfl.platform", "worker", "--site", site, "--api", self.url,
+            "--broker", str(self.redis_url), "--data-root", str(self.data_dir / "sites" / site),
+            "--heartbeat", str(self.heartbeat_s),
+        )
+        if self.threads_per_job:
+            argv += ["--threads", str(self.threads_per_job)]
+        env = {**self._base_env(), "RESONFL_SITE_TOKEN": self.site_tokens[site]}
+        child = self.supervisor.start(f"worker-{site}", argv, env=env)
+        self.workers[site] = child
+        return child
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    # -------------------------------------------------------------------------- env
+    def _settings_kwargs(self) -> dict[str, object]:
+        kwargs: dict[str, object] = {
+            "data_dir": self.data_dir,
+            "redis_url": self.redis_url,
+            "public_api_url": self.url,
+            "site_heartbeat_timeout_s": self.heartbeat_timeout_s,
+        }
+        if self.database_url:
+            kwargs["database_url"] = self.database_url
+        if self.secret_key:
+            kwargs["secret_key"] = self.secret_key
+        return kwargs
+
+    def _base_env(self) -> dict[str, str]:
+        return {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+
+    def server_env(self) -> dict[str, str]:
+        """What the API and the aggregator get (never the site workers)."""
+        env = self._base_env()
+        for key, value in self._settings_kwargs().items():
+            env[f"RESONFL_{key.upper()}"] = str(value)
+        env["RESONFL_DATABASE_URL"] = str(self.database_url)
+        for key in ("RESONFL_ENVIRONMENT", "RESONFL_MAX_UPLOAD_BYTES"):
+            if key in os.environ:
+                env[key] = os.environ[key]
+        return env
+
+    def _wait_healthy(self, api: Child, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if api.proc.poll() is not None:
+                raise RuntimeError(f"the API exited:\n{self.supervisor.tail(api)}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the API did not become healthy:\n{self.supervisor.tail(api)}")
+
+    # -------------------------------------------------------------------------- demo
+    def run_demo(self, num_rounds: int | None = None, timeout_s: float = 3600) -> Path:
+        """Submit the digits example through the SDK, wait with a progress bar, download."""
+        from resonfl.catalog import make_job
+        from resonfl.client import Client
+
+        shards = self.data_dir / "demo" / "shards"
+        job = make_job("digits", sites=self.sites, num_rounds=num_rounds, shards_dir=shards)
+        client = Client(self.url, self.admin_token)
+        job_id = client.submit(job)
+        print(f"submitted job {job_id}: {self.url}/jobs/{job_id}")
+        client.wait(job_id, timeout=timeout_s)
+        target = self.data_dir / "demo" / f"job-{job_id}-checkpoint.pt"
+        client.download(job_id, target)
+        return target

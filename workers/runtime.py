@@ -1,0 +1,56 @@
+"""Per-process state of the aggregator: settings, database, artifact store, dispatcher.
+
+Task functions look it up by calling `server_runtime()`; `resonfl aggregator` installs it
+before the worker starts, a bare `celery -A` run builds it from the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.core.config import Settings, get_settings
+from backend.core.db import create_db_engine, make_session_factory
+from backend.storage import ArtifactStore
+from workers.dispatch import CeleryDispatcher
+
+
+@dataclass
+class ServerRuntime:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    store: ArtifactStore
+    dispatcher: CeleryDispatcher
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServerRuntime:
+        engine = create_db_engine(settings.database_url)
+        return cls(
+            settings=settings,
+            sessions=make_session_factory(engine),
+            store=ArtifactStore(settings.data_dir),
+            dispatcher=CeleryDispatcher(settings),
+        )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as session:
+            yield session
+
+
+_runtime: ServerRuntime | None = None
+
+
+def install(runtime: ServerRuntime) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def server_runtime() -> ServerRuntime:
+    global _runtime
+    if _runtime is None:
+        _runtime = ServerRuntime.from_settings(get_settings())
+    return _runtime

@@ -1,0 +1,338 @@
+"""A site worker's side of a round: everything over HTTP with the site token, no database.
+
+`train_round` fetches the job bundle once per job (cached under the worker's data root),
+fetches the round's global weights and checks their sha256, runs the job's round in the
+sandboxed runner (a fresh child process that sees neither the site token nor any server
+secret, and only this worker's GPUs), and uploads the update with its samples, metrics and
+log. A heartbeat thread tells the server the worker is alive and idle or busy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("resonfl.site")
+
+API_PREFIX = "/api/v1"
+
+
+@dataclass
+class SiteConfig:
+    site: str
+    token: str
+    api_url: str
+    data_root: Path
+    gpus: list[str] | None = None  # None: every GPU nvidia-smi sees; []: none
+    heartbeat_s: float = 10.0
+    threads: int | None = None  # OMP/MKL threads of a job process
+
+    def visible_gpus(self) -> list[dict[str, Any]]:
+        found = _nvidia_smi()
+        if self.gpus is None:
+            return found
+        by_index = {str(g["index"]): g for g in found}
+        return [by_index.get(i, {"index": i, "name": "unknown"}) for i in self.gpus]
+
+
+class SiteAPI:
+    """The site endpoints of the API, authenticated with the site token."""
+
+    def __init__(self, cfg: SiteConfig, timeout_s: float = 60.0) -> None:
+        self.cfg = cfg
+        self.http = httpx.Client(
+            base_url=cfg.api_url.rstrip("/") + API_PREFIX,
+            headers={"Authorization": f"Bearer {cfg.token}"},
+            timeout=timeout_s,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def heartbeat(self, status: str, gpus: list[dict[str, Any]]) -> None:
+        self.http.post("/site/status", json={"status": status, "gpus": gpus}).raise_for_status()
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        resp = self.http.get(f"/site/jobs/{job_id}")
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def download(self, path: str, target: Path) -> str:
+        """Stream a file to `target`; return its sha256."""
+        digest = hashlib.sha256()
+        tmp = target.with_name(target.name + ".part")
+        with self.http.stream("GET", path) as resp:
+            resp.raise_for_status()
+            with tmp.open("wb") as out:
+                for chunk in resp.iter_bytes(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            declared = resp.headers.get("x-content-sha256")
+        if declared and declared != digest.hexdigest():
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"{path}: sha256 {digest.hexdigest()} != declared {declared}")
+        tmp.replace(target)
+        return digest.hexdigest()
+
+    def state(self, job_id: int, round_num: int, state: str, error: str | None = None,
+              log_text: str | None = None) -> None:
+        body = {"state": state, "error": error, "log": log_text}
+        resp = self.http.post(f"/site/jobs/{job_id}/rounds/{round_num}/state", json=body)
+        resp.raise_for_status()
+
+    def upload(self, job_id: int, round_num: int, weights: Path, meta: dict[str, Any]) -> None:
+        with weights.open("rb") as fh:
+            resp = self.http.post(
+                f"/site/jobs/{job_id}/rounds/{round_num}/result",
+                files={"weights": (weights.name, fh, "application/octet-stream")},
+                data={"meta": json.dumps(meta)},
+            )
+        resp.raise_for_status()
+
+
+@dataclass
+class SiteState:
+    """What the heartbeat reports: busy while a round runs."""
+
+    busy: bool = False
+    current: tuple[int, int] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+STATE = SiteState()
+
+
+class Heartbeat(threading.Thread):
+    """Posts the worker's status every `heartbeat_s`; failures are logged, never fatal."""
+
+    def __init__(self, cfg: SiteConfig) -> None:
+        super().__init__(name="resonfl-heartbeat", daemon=True)
+        self.cfg = cfg
+        self.stopped = threading.Event()
+        self.api = SiteAPI(cfg, timeout_s=10.0)
+        self.gpus = cfg.visible_gpus()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.beat()
+            self.stopped.wait(self.cfg.heartbeat_s)
+
+    def beat(self) -> None:
+        try:
+            self.api.heartbeat("busy" if STATE.busy else "idle", self.gpus)
+        except httpx.HTTPError as exc:
+            log.warning("heartbeat failed: %s", exc)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+# ------------------------------------------------------------------------------ a round
+def train_round(cfg: SiteConfig, job_id: int, round_num: int) -> str:
+    """Run this site's part of one round; return what happened (for the worker's log).
+
+    Any failure is reported to the server as this site's error for the round."""
+    api = SiteAPI(cfg)
+    try:
+        info = api.job(job_id)
+        if info["status"] != "running" or info.get("current_round") != round_num:
+            return f"skipped: job {job_id} is {info['status']}, round {info.get('current_round')}"
+        with STATE.lock:
+            STATE.busy, STATE.current = True, (job_id, round_num)
+        try:
+            return _train(api, cfg, job_id, round_num)
+        except Exception as exc:
+            error = f"site worker error: {type(exc).__name__}: {exc}"
+            try:
+                api.state(job_id, round_num, "failed", error=error)
+            except httpx.HTTPError as report_exc:
+                log.warning("could not report the failure: %s", report_exc)
+            raise
+    finally:
+        with STATE.lock:
+            STATE.busy, STATE.current = False, None
+        api.close()
+
+
+def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
+    from resonfl.fl.shareable import sha256_file
+    from resonfl.job import Job
+    from resonfl.runner import SandboxError, run_site_round
+
+    started = time.monotonic()
+    job_dir = _ensure_bundle(api, cfg, job_id)
+    job = Job.load(job_dir)
+    fed = job.federation
+    gpus = cfg.visible_gpus()
+    if fed.gpus_per_site > len(gpus):
+        error = (
+            f"meta.json resource_spec asks for {fed.gpus_per_site} GPU(s) per site; "
+            f"site {cfg.site!r} was started with {len(gpus)} ({_gpu_list(cfg)})"
+        )
+        api.state(job_id, round_num, "failed", error=error)
+        return error
+    api.state(job_id, round_num, "training")
+    work = cfg.data_root / "jobs" / str(job_id) / "rounds" / f"{round_num}-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    weights_in = work / "global.safetensors"
+    api.download(f"/site/jobs/{job_id}/rounds/{round_num}/weights", weights_in)
+    try:
+        result = run_site_round(
+            job_dir,
+            cfg.site,
+            round_num,
+            fed.num_rounds,
+            weights_in,
+            work_dir=work / "run",
+            data_root=_data_root(api, cfg, job_id, job_dir),
+            state_dir=cfg.data_root / "jobs" / str(job_id) / "state",
+            timeout_s=fed.round_timeout_s,
+            task_args=job.build_aggregator().client_args(),
+            env_extra=_job_env(cfg, gpus),
+        )
+    except SandboxError as exc:
+        api.state(job_id, round_num, "failed", error=str(exc), log_text=exc.log)
+        return f"failed: {exc}"
+    api.state(job_id, round_num, "uploading")
+    meta = {
+        "samples": result.samples,
+        "metrics": result.metrics,
+        "train_s": result.train_s,
+        "total_s": time.monotonic() - started,
+        "sha256": sha256_file(result.weights_path),
+        "log": result.log,
+    }
+    api.upload(job_id, round_num, Path(result.weights_path), meta)
+    shutil.rmtree(work, ignore_errors=True)
+    return f"uploaded job {job_id} round {round_num}: {result.samples} samples"
+
+
+def _job_env(cfg: SiteConfig, gpus: list[dict[str, Any]]) -> dict[str, str]:
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g["index"]) for g in gpus)}
+    if cfg.threads:
+        env.update(OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads))
+    return env
+
+
+def _gpu_list(cfg: SiteConfig) -> str:
+    return "--gpus " + ",".join(cfg.gpus) if cfg.gpus else "no --gpus and none detected"
+
+
+def _ensure_bundle(api: SiteAPI, cfg: SiteConfig, job_id: int) -> Path:
+    """The job folder, downloaded once per job and unpacked atomically."""
+    folder = cfg.data_root / "jobs" / str(job_id) / "job"
+    if (folder / "meta.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f"job.{uuid.uuid4().hex[:8]}.tmp"
+    zpath = folder.parent / f"bundle.{uuid.uuid4().hex[:8]}.zip"
+    try:
+        api.download(f"/site/jobs/{job_id}/bundle", zpath)
+        _safe_extract(zpath, staging)
+        _placeholder_shards(staging)
+        try:
+            staging.rename(folder)
+        except OSError:
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        zpath.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _placeholder_shards(job_dir: Path) -> None:
+    """The bundle holds only this site's shard; meta.json lists every site's, and loading the
+    job checks each is a folder. Empty folders stand in for the others' (never read here)."""
+    meta = json.loads((job_dir / "meta.json").read_text(encoding="utf-8"))
+    for rel in (meta.get("shards") or {}).values():
+        target = (job_dir / str(rel)).resolve()
+        if target.is_relative_to(job_dir.resolve()):
+            target.mkdir(parents=True, exist_ok=True)
+
+
+def _data_root(api: SiteAPI, cfg: SiteConfig, job_id: int, job_dir: Path) -> Path:
+    """This site's shard: inside the bundle, else the uploaded shard zip, else empty."""
+    inside = job_dir / "shards" / cfg.site
+    if inside.is_dir():
+        return inside
+    target = cfg.data_root / "jobs" / str(job_id) / "data"
+    if target.is_dir():
+        return target
+    zpath = target.with_suffix(".zip")
+    try:
+        api.download(f"/site/jobs/{job_id}/shard", zpath)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code != 404:
+            raise
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+    staging = target.with_name("data.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    _safe_extract(zpath, staging)
+    staging.rename(target)
+    zpath.unlink(missing_ok=True)
+    return target
+
+
+def _safe_extract(zpath: Path, target: Path) -> None:
+    """Unzip refusing absolute paths and `..` (the server is trusted, but not blindly)."""
+    target.mkdir(parents=True)
+    root = target.resolve()
+    with zipfile.ZipFile(zpath) as zf:
+        for member in zf.infolist():
+            dest = (root / member.filename).resolve()
+            if not dest.is_relative_to(root):
+                raise RuntimeError(f"bundle entry escapes the folder: {member.filename!r}")
+        zf.extractall(root)
+
+
+def _nvidia_smi() -> list[dict[str, Any]]:
+    """GPUs as nvidia-smi sees them, without touching CUDA in this process."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in io.StringIO(out):
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[0].isdigit():
+            gpus.append({"index": parts[0], "name": parts[1], "memory_mb": int(float(parts[2]))})
+    return gpus
+
+
+_config: SiteConfig | None = None
+
+
+def install(cfg: SiteConfig) -> None:
+    global _config
+    _config = cfg
+
+
+def site_config() -> SiteConfig:
+    """The running worker's config (set by `resonfl worker`, or from RESONFL_SITE_* vars)."""
+    global _config
+    if _config is None:
+        from resonfl.platform.worker_settings import SiteWorkerSettings
+
+        _config = SiteWorkerSettings().to_config()
+    return _config
+

@@ -1,0 +1,48 @@
+"""Aggregator tasks (queue `server`): thin wrappers over backend.services.rounds.
+
+Each is idempotent (the job store's conditional updates decide), so each acks late: an
+aggregator killed mid-task gets the message back and the second run does the right thing.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from backend.services import rounds
+from workers.celery_app import SERVER_AGGREGATE, SERVER_CANCEL, SERVER_RECONCILE, SERVER_START
+from workers.runtime import server_runtime
+
+IDEMPOTENT = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
+
+
+@shared_task(name=SERVER_START, **IDEMPOTENT)
+def start(job_id: int) -> bool:
+    rt = server_runtime()
+    with rt.session() as session:
+        return rounds.init_job(session, rt.store, job_id, rt.dispatcher)
+
+
+@shared_task(name=SERVER_AGGREGATE, **IDEMPOTENT)
+def aggregate(job_id: int, round_num: int) -> bool:
+    rt = server_runtime()
+    with rt.session() as session:
+        return rounds.aggregate_round(session, rt.store, job_id, round_num, rt.dispatcher)
+
+
+@shared_task(name=SERVER_RECONCILE, **IDEMPOTENT)
+def reconcile() -> str:
+    rt = server_runtime()
+    with rt.session() as session:
+        report = rounds.reconcile(
+            session,
+            rt.store,
+            rt.dispatcher,
+            heartbeat_timeout_s=rt.settings.site_heartbeat_timeout_s,
+        )
+    return repr(report)
+
+
+@shared_task(name=SERVER_CANCEL, **IDEMPOTENT)
+def cancel(job_id: int) -> None:
+    """Nothing to undo on the server: rounds.cancel_job already closed the job's rounds, and
+    site workers check the job's state before and after training."""

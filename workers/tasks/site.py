@@ -1,0 +1,25 @@
+"""The site task (queue `site.<name>`): thin, the work is in workers.site_worker.
+
+Acked on receipt, not late: a killed worker's message would otherwise come back only after
+the broker's visibility timeout (hours). The job store notices the silent site instead and
+sends the task again (backend.services.rounds.reconcile); running a round twice is harmless
+because the upload of a round that is already recorded or closed is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from workers.celery_app import SITE_TRAIN
+from workers.site_worker import site_config, train_round
+
+log = logging.getLogger("resonfl.site")
+
+
+@shared_task(name=SITE_TRAIN, acks_late=False, ignore_result=True)
+def train(job_id: int, round_num: int) -> str:
+    outcome = train_round(site_config(), job_id, round_num)
+    log.info("job %s round %s: %s", job_id, round_num, outcome)
+    return outcome
