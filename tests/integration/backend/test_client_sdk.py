@@ -1,0 +1,84 @@
+"""The SDK's Client against the API served by a real uvicorn on a free port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from backend_support import job_spec, open_round
+
+from resonfl.client import ApiError, Client
+
+
+@pytest.fixture
+def server_url(app: Any) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(f"{url}/api/v1/health")
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_submit_a_job_object_follow_and_download(
+    server_url: str, app: Any, tmp_path: Path, user_token: str
+) -> None:
+    client = Client(server_url, user_token)
+    job_id = client.submit(job_spec(tmp_path))
+    status = client.status(job_id)
+    assert status["status"] == "queued" and set(status["attachments"]["shards"]) == {
+        "site-1",
+        "site-2",
+    }
+    assert [j["id"] for j in client.list_jobs()] == [job_id]
+
+    open_round(app, job_id, 0, b"")
+    app.state.store.global_model_path(job_id).write_bytes(b"final weights")
+    app.state.store.global_model_path(job_id, 0).write_bytes(b"round 0")
+    assert client.download(job_id, tmp_path / "out.pt").read_bytes() == b"final weights"
+    assert (
+        client.download(job_id, tmp_path, round=0).name == f"job-{job_id}-GLOBAL_MODEL_round_0.pt"
+    )
+
+
+def test_submit_a_folder_and_see_the_refusal(
+    server_url: str, tmp_path: Path, user_token: str
+) -> None:
+    folder = job_spec(tmp_path).render(tmp_path / "job")
+    (folder / "meta.json").write_text("[]")
+    with pytest.raises(ApiError) as caught:
+        Client(server_url, user_token).submit(folder)
+    assert caught.value.status == 422 and caught.value.detail["file"] == "meta.json"
+
+
+def test_wait_reports_a_cancelled_job(server_url: str, tmp_path: Path, user_token: str) -> None:
+    from resonfl.client import JobFailed
+
+    client = Client(server_url, user_token)
+    job_id = client.submit(job_spec(tmp_path))
+    client.cancel(job_id)
+    with pytest.raises(JobFailed, match="cancelled"):
+        client.wait(job_id, progress=False, poll_s=0.05, timeout=10)
+
+
+def test_a_bad_token_raises_api_error(server_url: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        Client(server_url, "rfl_u_wrong").list_jobs()
+    assert caught.value.status == 401
