@@ -87,8 +87,14 @@ class SiteAPI:
         tmp.replace(target)
         return digest.hexdigest()
 
-    def state(self, job_id: int, round_num: int, state: str, error: str | None = None,
-              log_text: str | None = None) -> None:
+    def state(
+        self,
+        job_id: int,
+        round_num: int,
+        state: str,
+        error: str | None = None,
+        log_text: str | None = None,
+    ) -> None:
         body = {"state": state, "error": error, "log": log_text}
         resp = self.http.post(f"/site/jobs/{job_id}/rounds/{round_num}/state", json=body)
         resp.raise_for_status()
@@ -307,7 +313,10 @@ def _nvidia_smi() -> list[dict[str, Any]]:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=20, check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -335,4 +344,3 @@ def site_config() -> SiteConfig:
 
         _config = SiteWorkerSettings().to_config()
     return _config
-

@@ -83,9 +83,7 @@ def start_job(session: Session, job_id: int, dispatcher: Dispatcher) -> None:
     dispatcher.send_start(job_id)
 
 
-def init_job(
-    session: Session, store: ArtifactStore, job_id: int, dispatcher: Dispatcher
-) -> bool:
+def init_job(session: Session, store: ArtifactStore, job_id: int, dispatcher: Dispatcher) -> bool:
     """Aggregator side of start: check resources, build the initial weights, open round 0.
 
     Returns False when another delivery already did it (or the job is no longer queued).
@@ -107,7 +105,9 @@ def init_job(
         scratch = store.scratch_dir()
         try:
             out = scratch / "init.safetensors"
-            _init_weights(spec.job_dir, out, scratch / "work", min(spec.round_timeout_s, INIT_TIMEOUT_S))
+            _init_weights(
+                spec.job_dir, out, scratch / "work", min(spec.round_timeout_s, INIT_TIMEOUT_S)
+            )
             sites = _open_round(session, store, job, spec, 0, out)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -174,11 +174,25 @@ def aggregate_round(
 ) -> bool:
     """Aggregate round `round_num` exactly once; returns False if it was not this call's turn.
 
+    A message for a round that is not due yet (too few results, deadline not passed) is
+    ignored, so a stray or early aggregate can never close a round short.
+
     The claim is a conditional UPDATE running -> aggregating (`takeover` also claims a round
     whose aggregator died, see `reconcile`); a second delivery finds nothing to claim.
     """
     began = time.monotonic()
     now = utcnow()
+    job = _job(session, job_id)
+    current = session.scalar(
+        select(Round)
+        .where(Round.job_id == job_id, Round.number == round_num)
+        .execution_options(populate_existing=True)
+    )
+    if current is None or (
+        current.status == RoundStatus.RUNNING and not _round_is_due(session, job, current)
+    ):
+        session.commit()
+        return False  # early or stray message: results only grow, a due round stays due
     claimable = [RoundStatus.RUNNING] + ([RoundStatus.AGGREGATING] if takeover else [])
     claimed = session.execute(
         update(Round)
@@ -356,7 +370,9 @@ def reconcile(
                 _fail_job(session, job.id, "the initial model was never built (start timed out)")
                 report.failed_jobs.append(job.id)
             continue
-        _reconcile_round(session, store, dispatcher, job, rnd, sites, heartbeat_timeout_s, now, report)
+        _reconcile_round(
+            session, store, dispatcher, job, rnd, sites, heartbeat_timeout_s, now, report
+        )
     session.commit()
     return report
 
@@ -507,7 +523,9 @@ def _init_weights(job_dir: Path, out: Path, work_dir: Path, timeout_s: float) ->
     try:
         init_global_weights(job_dir, out, work_dir, timeout_s)
     except SandboxError as exc:
-        raise RoundError(f"the initial model could not be built: {exc}\n{exc.log[-2000:]}") from None
+        raise RoundError(
+            f"the initial model could not be built: {exc}\n{exc.log[-2000:]}"
+        ) from None
 
 
 def _check_sites(session: Session, job: Job, spec: _Spec) -> None:

@@ -1,8 +1,8 @@
 """`resonfl worker`, `resonfl aggregator` and `resonfl up`.
 
-    resonfl worker --site NAME --token T --api URL --broker URL [--data-root P] [--gpus 0,1]
-    resonfl aggregator [--reconcile-every S] [--concurrency N]
-    resonfl up [--port 8000] [--sites 2] [--data-dir D] [--redis-url U] [--database-url U] [--demo]
+resonfl worker --site NAME --token T --api URL --broker URL [--data-root P] [--gpus 0,1]
+resonfl aggregator [--reconcile-every S] [--concurrency N]
+resonfl up [--port 8000] [--sites 2] [--data-dir D] [--redis-url U] [--database-url U] [--demo]
 """
 
 from __future__ import annotations
@@ -29,13 +29,17 @@ def register(subparsers: Any) -> None:
     w.add_argument("--token", help="site token (RESONFL_SITE_TOKEN; prefer the variable)")
     w.add_argument("--api", help="API URL (RESONFL_API_URL)")
     w.add_argument("--broker", help="Redis URL (RESONFL_BROKER_URL)")
-    w.add_argument("--data-root", type=Path, help="bundles, shards, state (RESONFL_WORKER_DATA_ROOT)")
+    w.add_argument(
+        "--data-root", type=Path, help="bundles, shards, state (RESONFL_WORKER_DATA_ROOT)"
+    )
     w.add_argument("--gpus", help="GPU indices this worker may use, e.g. 0,1 ('' for none)")
     w.add_argument("--heartbeat", type=float, help="seconds between heartbeats")
     w.add_argument("--threads", type=int, help="CPU threads per job process")
     w.set_defaults(func=cmd_worker)
 
-    a = subparsers.add_parser("aggregator", help="run the server tasks: start, aggregate, reconcile")
+    a = subparsers.add_parser(
+        "aggregator", help="run the server tasks: start, aggregate, reconcile"
+    )
     a.add_argument("--reconcile-every", type=float, default=15.0, help="seconds (default 15)")
     a.add_argument("--concurrency", type=int, default=2, help="task threads (default 2)")
     a.set_defaults(func=cmd_aggregator)
@@ -71,8 +75,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     cfg.heartbeat_s = args.heartbeat or cfg.heartbeat_s
     cfg.threads = args.threads
     if not cfg.site or not cfg.token:
-        print("resonfl worker: --site and --token (or RESONFL_SITE_NAME/TOKEN) are required",
-              file=sys.stderr)
+        print(
+            "resonfl worker: --site and --token (or RESONFL_SITE_NAME/TOKEN) are required",
+            file=sys.stderr,
+        )
         return 2
     logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ.pop("RESONFL_SITE_TOKEN", None)  # job processes get a scrubbed env anyway
@@ -84,10 +90,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     beat.beat()
     beat.start()
     try:
-        app.worker_main([
-            "worker", "-Q", site_queue(cfg.site), "-P", "solo", "-c", "1",
-            "-n", f"{cfg.site}@%h", "-l", "INFO", *CELERY_QUIET,
-        ])
+        app.worker_main(
+            [
+                "worker",
+                "-Q",
+                site_queue(cfg.site),
+                "-P",
+                "solo",
+                "-c",
+                "1",
+                "-n",
+                f"{cfg.site}@%h",
+                "-l",
+                "INFO",
+                *CELERY_QUIET,
+            ]
+        )
     finally:
         beat.stop()
     return 0
@@ -106,10 +124,22 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     loop = ReconcileLoop(rt, args.reconcile_every)
     loop.start()
     try:
-        rt.dispatcher.app.worker_main([
-            "worker", "-Q", SERVER_QUEUE, "-P", "threads", "-c", str(args.concurrency),
-            "-n", "aggregator@%h", "-l", "INFO", *CELERY_QUIET,
-        ])
+        rt.dispatcher.app.worker_main(
+            [
+                "worker",
+                "-Q",
+                SERVER_QUEUE,
+                "-P",
+                "threads",
+                "-c",
+                str(args.concurrency),
+                "-n",
+                "aggregator@%h",
+                "-l",
+                "INFO",
+                *CELERY_QUIET,
+            ]
+        )
     finally:
         loop.stop()
     return 0
@@ -130,7 +160,9 @@ class ReconcileLoop(threading.Thread):
             try:
                 with self.rt.session() as session:
                     report = rounds.reconcile(
-                        session, self.rt.store, self.rt.dispatcher,
+                        session,
+                        self.rt.store,
+                        self.rt.dispatcher,
                         heartbeat_timeout_s=self.rt.settings.site_heartbeat_timeout_s,
                     )
                 if report:
@@ -176,8 +208,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             dead = platform.supervisor.dead()
             if dead:
                 for child in dead:
-                    print(f"{child.name} exited ({child.proc.returncode}):\n"
-                          f"{platform.supervisor.tail(child)}", file=sys.stderr)
+                    print(
+                        f"{child.name} exited ({child.proc.returncode}):\n"
+                        f"{platform.supervisor.tail(child)}",
+                        file=sys.stderr,
+                    )
                 return 1
             time.sleep(1)
     except Stop as sig:

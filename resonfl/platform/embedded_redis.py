@@ -29,19 +29,28 @@ def redis_server_binary() -> Path:
     )
 
 
-def start_embedded_redis(sup: Supervisor, folder: Path, port: int | None = None) -> tuple[str, Child]:
+def start_embedded_redis(
+    sup: Supervisor, folder: Path, port: int | None = None
+) -> tuple[str, Child]:
     """Start redis-server on a free localhost port, data in `folder`; return (url, child)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     argv = [
         str(redis_server_binary()),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(folder),
-        "--save", "60 1",  # queued messages survive a restart of `resonfl up`
-        "--appendonly", "no",
-        "--protected-mode", "yes",
-        "--daemonize", "no",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(folder),
+        "--save",
+        "60 1",  # queued messages survive a restart of `resonfl up`
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
     ]
     child = sup.start("redis", argv)
     wait_for_port("127.0.0.1", port, 20, child)

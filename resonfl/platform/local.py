@@ -70,16 +70,31 @@ class LocalPlatform:
             self.site_tokens[name] = cli_admin.register_site(settings, name)
         api = self.supervisor.start(
             "api",
-            python_argv("-m", "uvicorn", "backend.app:create_app", "--factory",
-                        "--host", self.host, "--port", str(self.port), "--log-level", "warning"),
+            python_argv(
+                "-m",
+                "uvicorn",
+                "backend.app:create_app",
+                "--factory",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ),
             env=self.server_env(),
         )
         wait_for_port(self.host, self.port, 60, api)
         self._wait_healthy(api)
         self.supervisor.start(
             "aggregator",
-            python_argv("-m", "resonfl.platform", "aggregator",
-                        "--reconcile-every", str(self.reconcile_every_s)),
+            python_argv(
+                "-m",
+                "resonfl.platform",
+                "aggregator",
+                "--reconcile-every",
+                str(self.reconcile_every_s),
+            ),
             env=self.server_env(),
         )
         for name in self.site_names:
@@ -87,9 +102,19 @@ class LocalPlatform:
 
     def start_worker(self, site: str) -> Child:
         argv = python_argv(
-            "-m", "resonfl.platform", "worker", "--site", site, "--api", self.url,
-            "--broker", str(self.redis_url), "--data-root", str(self.data_dir / "sites" / site),
-            "--heartbeat", str(self.heartbeat_s),
+            "-m",
+            "resonfl.platform",
+            "worker",
+            "--site",
+            site,
+            "--api",
+            self.url,
+            "--broker",
+            str(self.redis_url),
+            "--data-root",
+            str(self.data_dir / "sites" / site),
+            "--heartbeat",
+            str(self.heartbeat_s),
         )
         if self.threads_per_job:
             argv += ["--threads", str(self.threads_per_job)]

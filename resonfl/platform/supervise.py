@@ -34,7 +34,10 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
 
     def start(
-        self, name: str, argv: Sequence[str], env: dict[str, str] | None = None,
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
         cwd: Path | None = None,
     ) -> Child:
         out: int | object = subprocess.DEVNULL

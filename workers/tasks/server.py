@@ -6,12 +6,15 @@ aggregator killed mid-task gets the message back and the second run does the rig
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
 from backend.services import rounds
 from workers.celery_app import SERVER_AGGREGATE, SERVER_CANCEL, SERVER_RECONCILE, SERVER_START
 from workers.runtime import server_runtime
 
+log = logging.getLogger("resonfl.aggregator")
 IDEMPOTENT = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
 
 
@@ -26,7 +29,10 @@ def start(job_id: int) -> bool:
 def aggregate(job_id: int, round_num: int) -> bool:
     rt = server_runtime()
     with rt.session() as session:
-        return rounds.aggregate_round(session, rt.store, job_id, round_num, rt.dispatcher)
+        done = rounds.aggregate_round(session, rt.store, job_id, round_num, rt.dispatcher)
+    if done:
+        log.info("aggregated job %s round %s", job_id, round_num)
+    return done
 
 
 @shared_task(name=SERVER_RECONCILE, **IDEMPOTENT)
