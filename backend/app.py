@@ -49,6 +49,9 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     for module in (jobs, sites, users, site_api):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_exception_handler(ServiceError, _service_error)
+    from backend.web import mount_web  # browser pages (issue 4): HTML routes + /static
+
+    mount_web(app)
     app.add_middleware(MaxBodySize, max_bytes=settings.max_upload_bytes)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])

@@ -1,0 +1,156 @@
+"""The seed's tuning playbook as inline advice, computed from the values being entered.
+
+Each note is (level, title, text); level is "warn" or "info". Values come in as the raw form
+text, so advice shows even while another field is still invalid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from resonfl.config import TrainingConfig
+
+Raw = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Note:
+    level: str
+    title: str
+    text: str
+    field: str = ""
+
+
+def _num(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def ema_survival(decay: float, steps: float) -> float:
+    """Weight the EMA still puts on the round-start weights after `steps` local steps."""
+    return float(decay**steps)
+
+
+def training_notes(raw: Raw, defaults: TrainingConfig, example: str | None) -> list[Note]:
+    notes: list[Note] = []
+    decay = _num(raw.get("ema_decay"))
+    steps = _num(raw.get("local_steps"))
+    if decay is not None and 0 < decay < 1:
+        if steps:
+            kept = ema_survival(decay, steps)
+            level = "warn" if kept > 0.5 else "info"
+            text = (
+                f"decay^local_steps = {decay:g}^{steps:g} = {kept:.2f}: "
+                f"{kept:.0%} of the EMA weight stays on the round-start weights, so only "
+                f"{1 - kept:.0%} of this round's progress reaches the server."
+            )
+            if raw.get("ema_persist") == "true":
+                text += " EMA is kept across rounds, so the decay accumulates over the whole run."
+            elif kept > 0.5:
+                text += f" Lower the decay (about {0.05 ** (1 / steps):.3f} keeps 5%) or keep EMA across rounds."
+        else:
+            text = "EMA over short rounds leaves most weight on the round-start weights; set local steps to see how much."
+            level = "warn"
+        notes.append(Note(level, "The EMA trap", text, "ema_decay"))
+    smoothing = _num(raw.get("label_smoothing"))
+    if smoothing:
+        notes.append(
+            Note(
+                "warn",
+                "Label smoothing inflates val_loss",
+                f"With smoothing {smoothing:g} the model is calibrated for soft targets; eval uses "
+                "hard cross-entropy, so the reported val_loss goes up even when top-1 does not. "
+                "Use it only if your headline metric is computed with smoothing.",
+                "label_smoothing",
+            )
+        )
+    changed = [
+        name
+        for name in ("batch_size", "lr")
+        if _num(raw.get(name)) is not None
+        and _num(raw.get(name)) != float(getattr(defaults, name))
+    ]
+    if changed:
+        was = ", ".join(f"{n} {getattr(defaults, n):g} → {raw.get(n)}" for n in changed)
+        notes.append(
+            Note(
+                "warn",
+                "Batch / LR scaling: validate it in isolation",
+                f"You changed {was}. Bigger batches are not free speed in FL (the reference job "
+                "ran slower at batch 256 than at 128); test this change alone before stacking others.",
+                changed[0],
+            )
+        )
+    if raw.get("tta_hflip") == "true":
+        text = (
+            "Averaging each image with its mirror is free top-1 for mirror-symmetric tasks (most "
+            "natural images), wrong for class-asymmetric ones (digits, text, arrows)."
+        )
+        level = "warn" if example in ("digits", "tabular") else "info"
+        notes.append(Note(level, "TTA only for mirror-symmetric tasks", text, "tta_hflip"))
+    deviations = _deviations(raw, defaults)
+    text = (
+        "Port the centralized recipe literally first, measure the gap, then change one thing "
+        "at a time: stacked changes regressed the reference job by ~2 pp and could only be "
+        "untangled by re-running each alone."
+    )
+    if len(deviations) > 1:
+        text = f"You changed {len(deviations)} settings ({', '.join(deviations)}). " + text
+    notes.append(Note("warn" if len(deviations) > 1 else "info", "Change one thing at a time", text))
+    return notes
+
+
+def _deviations(raw: Raw, defaults: TrainingConfig) -> list[str]:
+    from backend.web.forms import to_text
+
+    out = []
+    for name in type(defaults).model_fields:
+        if name in raw and raw[name] != to_text(getattr(defaults, name)):
+            if _num(raw[name]) is not None and _num(to_text(getattr(defaults, name))) == _num(raw[name]):
+                continue
+            out.append(name)
+    return out
+
+
+_BATCHNORM = re.compile(r"\bBatchNorm[123]d\b|\bSyncBatchNorm\b")
+
+
+def has_batchnorm(source: str) -> bool:
+    return bool(_BATCHNORM.search(source))
+
+
+def federation_notes(raw: Raw, model_source: str) -> list[Note]:
+    notes: list[Note] = []
+    aggregator = raw.get("aggregator", "")
+    if aggregator.startswith("fedopt") and has_batchnorm(model_source):
+        notes.append(
+            Note(
+                "warn",
+                "FedOpt and BatchNorm",
+                "This model has BatchNorm layers. A server optimizer treats their running "
+                "statistics as buffers and averages them instead of optimizing them; mean/var "
+                "can drift from what the optimized weights expect. Prefer FedAvg or FedProx, "
+                "or a model with GroupNorm/LayerNorm.",
+                "aggregator",
+            )
+        )
+    rounds = _num(raw.get("num_rounds"))
+    if rounds and rounds > 20:
+        notes.append(
+            Note(
+                "info",
+                "More rounds is not free",
+                "Every round adds upload, aggregation and redistribution overhead; doubling "
+                "rounds doubles it even when local work shrinks.",
+                "num_rounds",
+            )
+        )
+    return notes
+
+
+def describe(value: Any) -> str:
+    return str(value)

@@ -1,0 +1,192 @@
+"""What the job page shows, computed from the job store: a round x site grid, metric curves,
+the per-round time split, logs, errors in plain words and the downloadable files.
+
+Every round row exists from the start (pending until it runs), so the page keeps its shape
+while it refreshes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from markupsafe import Markup
+
+from backend.models import Job, Round, SiteResult, utcnow
+from backend.storage import ArtifactStore
+from backend.web.charts import GLOBAL_COLOR, PALETTE, Series, line_chart, stacked_bars
+
+LOG_TAIL_LINES = 40
+
+
+@dataclass
+class RoundRow:
+    number: int
+    status: str
+    cells: list[tuple[str, str]]  # per site: (status, title text)
+    round_s: float | None = None
+    train_s: float | None = None
+    overhead_s: float | None = None
+    download: bool = False
+
+
+@dataclass
+class JobView:
+    job: Job
+    owner: str
+    ended: bool
+    rounds_done: int
+    rows: list[RoundRow]
+    charts: list[Markup]
+    errors: list[str]
+    logs: list[tuple[str, int | None, str]]  # site, round, tail
+    final_ready: bool
+    duration_s: float | None
+    global_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def plain_error(text: str | None) -> str:
+    """The last meaningful line of a traceback, or the message itself, trimmed."""
+    if not text:
+        return ""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Traceback"):
+        return lines[-1][:500]
+    joined = " ".join(lines)
+    return joined if len(joined) <= 600 else joined[:600] + "…"
+
+
+def duration_s(job: Job) -> float | None:
+    if job.started_at is None:
+        start: datetime | None = job.created_at
+    else:
+        start = job.started_at
+    if start is None:
+        return None
+    end = job.finished_at or utcnow()
+    return max((end - start).total_seconds(), 0.0)
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _series(
+    results: list[SiteResult], sites: list[str], key: str
+) -> list[Series]:
+    out = []
+    for i, site in enumerate(sites):
+        points = []
+        for res in results:
+            if res.site == site:
+                value = _finite((res.metrics or {}).get(key))
+                if value is not None:
+                    points.append((res.round_num, value))
+        if points:
+            out.append(Series(site, sorted(points), PALETTE[i % len(PALETTE)]))
+    return out
+
+
+def _global(rounds: list[Round], key: str, label: str) -> Series | None:
+    points = []
+    for rnd in rounds:
+        value = _finite(((rnd.timings or {}).get("metrics") or {}).get(key))
+        if value is not None:
+            points.append((rnd.number, value))
+    return Series(label, points, GLOBAL_COLOR, dashed=True) if points else None
+
+
+def charts(job: Job) -> list[Markup]:
+    sites, results, rounds, n = list(job.sites), list(job.results), list(job.rounds), job.num_rounds
+    out = []
+    for title, key, global_key, global_label in (
+        ("Train loss", "train_loss", "train_loss", "all sites (weighted)"),
+        ("Validation loss", "val_loss", "global_val_loss", "global model"),
+        ("Top-1 accuracy", "top1", "global_top1", "global model"),
+    ):
+        series = _series(results, sites, key)
+        glob = _global(rounds, global_key, global_label)
+        out.append(line_chart(title, series + ([glob] if glob else []), n))
+    split = [
+        (r.number, float(r.timings.get("train_s_max") or 0.0), float(r.timings.get("overhead_s") or 0.0))
+        for r in rounds
+        if r.timings and "round_s" in r.timings
+    ]
+    out.append(stacked_bars("Time per round (s)", split, n))
+    return out
+
+
+def build(job: Job, owner: str, store: ArtifactStore, logs: dict[str, list[tuple[SiteResult, str]]]) -> JobView:
+    by_round: dict[int, dict[str, SiteResult]] = {}
+    for res in job.results:
+        by_round.setdefault(res.round_num, {})[res.site] = res
+    round_rows = {r.number: r for r in job.rounds}
+    rows = []
+    for number in range(job.num_rounds):
+        rnd = round_rows.get(number)
+        cells = []
+        for site in job.sites:
+            res = by_round.get(number, {}).get(site)
+            if res is None:
+                cells.append(("waiting" if rnd is None else "idle", ""))
+            else:
+                title = plain_error(res.error) if res.error else ""
+                if res.train_s is not None and not title:
+                    title = f"trained {res.train_s:.1f} s on {res.samples or 0} samples"
+                cells.append((res.status.value, title))
+        timings = (rnd.timings if rnd else None) or {}
+        rows.append(
+            RoundRow(
+                number=number,
+                status=rnd.status.value if rnd else "pending",
+                cells=cells,
+                round_s=timings.get("round_s"),
+                train_s=timings.get("train_s_max"),
+                overhead_s=timings.get("overhead_s"),
+                download=store.global_model_path(job.id, number).is_file(),
+            )
+        )
+    errors = []
+    if job.error:
+        errors.append(plain_error(job.error))
+    for rnd in job.rounds:
+        if rnd.error and plain_error(rnd.error) not in errors:
+            errors.append(f"Round {rnd.number}: {plain_error(rnd.error)}")
+    for res in job.results:
+        if res.error and res.status.value == "failed":
+            line = f"{res.site}, round {res.round_num}: {plain_error(res.error)}"
+            if not any(plain_error(res.error) in e for e in errors):
+                errors.append(line)
+    log_rows = []
+    for site in job.sites:
+        entries = [(r, t) for r, t in logs.get(site, []) if t]
+        if entries:
+            res, text = entries[-1]
+            tail = "\n".join(text.rstrip().splitlines()[-LOG_TAIL_LINES:])
+            log_rows.append((site, res.round_num, tail))
+        else:
+            log_rows.append((site, None, ""))
+    done = sum(1 for r in job.rounds if r.status.value == "done")
+    last_metrics = {}
+    for rnd in job.rounds:
+        if rnd.timings and rnd.timings.get("metrics"):
+            last_metrics = rnd.timings["metrics"]
+    return JobView(
+        job=job,
+        owner=owner,
+        ended=job.status.is_terminal,
+        rounds_done=done,
+        rows=rows,
+        charts=charts(job),
+        errors=errors,
+        logs=log_rows,
+        final_ready=store.global_model_path(job.id).is_file(),
+        duration_s=duration_s(job),
+        global_metrics=last_metrics,
+    )

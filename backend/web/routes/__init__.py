@@ -1,0 +1,1 @@
+"""HTML routes (pages and htmx partials), one module per resource."""

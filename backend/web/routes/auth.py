@@ -1,0 +1,53 @@
+"""Sign in and sign out (session cookie; the sign-in form is CSRF-protected too)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from backend.api.deps import SessionDep
+from backend.web.session import CsrfChecked, authenticate, load_session
+from backend.web.templating import redirect, render
+
+router = APIRouter(tags=["web"], include_in_schema=False)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: `//evil.example` or `https://...` fall back to the jobs list."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/jobs"
+
+
+@router.get("/login")
+def read_login(request: Request, next: str | None = None) -> Response:
+    return render(request, "pages/login.html", {"next": _safe_next(next), "email": ""})
+
+
+@router.post("/login", dependencies=[CsrfChecked])
+def login(
+    request: Request,
+    session: SessionDep,
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/jobs",
+) -> Response:
+    user = authenticate(session, email, password) if email and password else None
+    if user is None:
+        context = {"next": _safe_next(next), "email": email, "error": "Wrong email or password."}
+        return render(request, "pages/login.html", context, status_code=400)
+    load_session(request).sign_in(user.id)
+    return redirect(request, _safe_next(next))
+
+
+@router.post("/logout", dependencies=[CsrfChecked])
+def logout(request: Request) -> Response:
+    load_session(request).sign_out()
+    return redirect(request, "/login")
+
+
+@router.get("/")
+def read_home(request: Request) -> Response:
+    return redirect(request, "/jobs" if load_session(request).user_id else "/login")

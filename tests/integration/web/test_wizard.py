@@ -1,0 +1,241 @@
+"""The wizard over the real app: each step validates on the server with the error beside its
+field, input survives Back and Next, Review shows the SDK's bytes, Submit creates the job."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from backend.models import Job as JobRow
+from resonfl.catalog import get_example
+from resonfl.catalog.shards import make_shards
+from resonfl.config import FederationConfig, TrainingConfig
+from resonfl.job import Job
+
+MODEL = {"name": "digits-web", "source": "example", "example": "digits"}
+TRAINING_CHANGES = {"local_steps": "5", "batch_size": "32"}
+FEDERATION = {"num_rounds": "2", "sites": ["site-1", "site-2"], "workflow": "scatter_and_gather", "aggregator": "fedavg"}
+DATA = {"mode": "generate", "split": "iid", "alpha": "0.5", "seed": "0"}
+
+
+def _draft_url(client: TestClient) -> str:
+    response = client.get("/jobs/new")
+    assert response.status_code == 303
+    return response.headers["location"].rsplit("/", 1)[0]
+
+
+def _post(client: TestClient, url: str, csrf: str, data: dict[str, Any], nav: str = "next", **kw: Any) -> Any:
+    return client.post(url, data={**data, "csrf_token": csrf, "nav": nav}, **kw)
+
+
+def _training_form(client: TestClient, base: str, changes: dict[str, str]) -> dict[str, Any]:
+    """The Training page's own values (as a browser would post them) with `changes`."""
+    page = client.get(f"{base}/training").text
+    data: dict[str, Any] = {}
+    for m in re.finditer(r'<input id="([^"]+)" name="\1" type="text" value="([^"]*)"', page):
+        data[m.group(1)] = html.unescape(m.group(2))
+    for m in re.finditer(r'<input id="([^"]+)" name="\1" type="checkbox" checked', page):
+        data[m.group(1)] = "on"
+    for m in re.finditer(r'<select id="([^"]+)" name="\1".*?</select>', page, re.S):
+        sel = re.search(r"<option selected>([^<]*)<", m.group(0))
+        data[m.group(1)] = sel.group(1) if sel else ""
+    data["extra"] = ""
+    return {**data, **changes}
+
+
+def walk_to(client: TestClient, csrf: str, step: str) -> Any:
+    """Fill every step before `step` with good values; return `step`'s page."""
+    base = _draft_url(client)
+    order = ["model", "training", "federation", "data", "review"]
+    for done in order[: order.index(step)]:
+        if done == "model":
+            data = MODEL
+        elif done == "training":
+            data = _training_form(client, base, TRAINING_CHANGES)
+        elif done == "federation":
+            data = FEDERATION
+        else:
+            data = DATA
+        response = _post(client, f"{base}/{done}", csrf, data)
+        assert response.status_code == 303, (done, response.text[:3000])
+    page = client.get(f"{base}/{step}")
+    assert page.status_code == 200
+    page.base = base  # type: ignore[attr-defined]
+    return page
+
+
+def _error(html_text: str, field: str) -> str:
+    match = re.search(rf'id="{re.escape(field)}-error"[^>]*>([^<]*)<', html_text)
+    assert match, f"no error beside {field}"
+    return html.unescape(match.group(1))
+
+
+def test_model_step_rejects_a_model_def_without_the_train_function(client: TestClient, signed_in: str) -> None:
+    base = _draft_url(client)
+    source = b"import torch\nclass Net(torch.nn.Module):\n    pass\n"
+    response = _post(
+        client, f"{base}/model", signed_in, {**MODEL, "source": "upload", "class_name": "Net"},
+        files={"model_def": ("model_def.py", io.BytesIO(source), "text/x-python")},
+    )  # fmt: skip
+    assert response.status_code == 422
+    assert "fl_train_model" in _error(response.text, "train_fn")
+    assert "Uploaded: model_def.py" in response.text
+
+
+def test_model_step_rejects_a_checkpoint_that_is_not_a_state_dict(client: TestClient, signed_in: str) -> None:
+    base = _draft_url(client)
+    response = _post(
+        client, f"{base}/model", signed_in, MODEL,
+        files={"checkpoint": ("warm.pt", io.BytesIO(b"not a torch file"), "application/octet-stream")},
+    )  # fmt: skip
+    assert response.status_code == 422
+    assert "weights_only" in _error(response.text, "checkpoint")
+
+
+def test_training_step_shows_each_error_beside_its_field(client: TestClient, signed_in: str, sites: list[str]) -> None:
+    page = walk_to(client, signed_in, "training")
+    data = _training_form(client, page.base, {"lr": "-1", "batch_size": "many", "extra": "not a pair"})
+    response = _post(client, f"{page.base}/training", signed_in, data)
+    assert response.status_code == 422
+    assert "greater than 0" in _error(response.text, "lr")
+    assert "integer" in _error(response.text, "batch_size")
+    assert "KEY=value" in _error(response.text, "extra")
+    assert 'value="many"' in response.text  # what was typed stays
+
+
+def test_training_guidance_computes_the_ema_trap_from_the_values(client: TestClient, signed_in: str, sites: list[str]) -> None:
+    page = walk_to(client, signed_in, "training")
+    data = _training_form(client, page.base, {"ema_decay": "0.999", "local_steps": "148", "ema_persist": ""})
+    data.pop("ema_persist", None)
+    response = client.post(f"{page.base}/training/guidance", data=data, headers={"X-CSRF-Token": signed_in, "HX-Request": "true"})
+    assert response.status_code == 200
+    assert "0.999^148 = 0.86" in response.text and "14%" in response.text
+
+
+def test_federation_step_rejects_min_clients_above_the_sites(client: TestClient, signed_in: str, sites: list[str]) -> None:
+    page = walk_to(client, signed_in, "federation")
+    response = _post(client, f"{page.base}/federation", signed_in, {**FEDERATION, "min_clients": "5"})
+    assert response.status_code == 422
+    assert "exceeds the number of sites" in _error(response.text, "min_clients")
+
+
+def test_federation_step_validates_aggregator_arguments(client: TestClient, signed_in: str, sites: list[str]) -> None:
+    page = walk_to(client, signed_in, "federation")
+    response = _post(client, f"{page.base}/federation", signed_in, {**FEDERATION, "aggregator": "fedprox", "mu": "-1"})
+    assert response.status_code == 422
+    assert "greater than or equal to 0" in _error(response.text, "mu")
+    response = _post(client, f"{page.base}/federation", signed_in, {**FEDERATION, "aggregator": "hierarchical", "groups": "east: site-1"})
+    assert "site-2" in _error(response.text, "groups")
+
+
+def test_fedopt_warns_when_the_model_has_batchnorm(client: TestClient, signed_in: str, sites: list[str], tiny_model_def: str) -> None:
+    base = _draft_url(client)
+    response = _post(
+        client, f"{base}/model", signed_in, {**MODEL, "source": "upload", "class_name": "Net"},
+        files={"model_def": ("model_def.py", io.BytesIO(tiny_model_def.encode()), "text/x-python")},
+    )  # fmt: skip
+    assert response.status_code == 303, response.text
+    response = _post(client, f"{base}/federation", signed_in, {**FEDERATION, "aggregator": "fedopt_adam"}, nav="save")
+    assert "FedOpt and BatchNorm" in response.text
+
+
+def test_data_step_rejects_a_shard_that_is_not_a_zip(client: TestClient, signed_in: str, sites: list[str]) -> None:
+    page = walk_to(client, signed_in, "data")
+    response = _post(
+        client, f"{page.base}/data", signed_in, {**DATA, "mode": "upload"},
+        files={"shard__site-1": ("site-1.zip", io.BytesIO(b"nope"), "application/zip")},
+    )  # fmt: skip
+    assert response.status_code == 422
+    assert "not a zip file" in _error(response.text, "shard__site-1")
+
+
+def test_back_and_next_keep_what_was_typed(client: TestClient, signed_in: str, sites: list[str]) -> None:
+    page = walk_to(client, signed_in, "training")
+    data = _training_form(client, page.base, {"lr": "0.0123", "weight_decay": "oops"})
+    assert _post(client, f"{page.base}/training", signed_in, data, nav="back").status_code == 303
+    again = client.get(f"{page.base}/training").text
+    assert 'value="0.0123"' in again and 'value="oops"' in again
+
+
+def _sdk_job(data_dir: Path) -> Job:
+    """What the SDK renders for the same settings as `walk_to` enters."""
+    info = get_example("digits")
+    shards = make_shards("digits", data_dir / "sdk-shards", 2, "iid", 0.5, 0, verbose=False)
+    return Job(
+        name="digits-web",
+        model=info.model_config(),
+        training=TrainingConfig(**{**info.training, "local_steps": 5, "batch_size": 32}),
+        federation=FederationConfig(num_rounds=2, sites=["site-1", "site-2"]),
+        shards=shards,
+    )
+
+
+def test_review_shows_the_six_files_byte_identical_to_the_sdk(
+    client: TestClient, signed_in: str, sites: list[str], tmp_path: Path
+) -> None:
+    page = walk_to(client, signed_in, "review")
+    shown = {
+        name: html.unescape(re.sub(r"<[^>]+>", "", body))
+        for name, body in re.findall(r'<pre class="code" tabindex="0" data-file="([^"]+)"><code>(.*?)</code></pre>', page.text, re.S)
+    }
+    expected = _sdk_job(tmp_path).rendered_files()
+    assert list(shown) == list(expected)
+    for name, text in expected.items():
+        assert shown[name].encode() == text.encode(), name
+    archive = client.get(f"{page.base}/review/job.zip")
+    assert archive.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as zf:
+        for name, text in expected.items():
+            assert zf.read(f"digits-web/{name}") == text.encode(), name
+        assert "digits-web/shards/site-1/train.npz" in zf.namelist()
+
+
+def test_submit_creates_the_job_and_opens_its_page(
+    client: TestClient, signed_in: str, sites: list[str], session: Session, dispatcher: Any
+) -> None:
+    page = walk_to(client, signed_in, "review")
+    response = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in})
+    assert response.status_code == 303, response.text[:2000]
+    job_url = response.headers["location"]
+    job_id = int(job_url.rsplit("/", 1)[1])
+    row = session.get(JobRow, job_id)
+    assert row is not None and row.sites == ["site-1", "site-2"] and row.num_rounds == 2
+    assert ("start", job_id) in dispatcher.sent
+    page = client.get(job_url)
+    assert page.status_code == 200
+    assert 'hx-get="/jobs/%d/live"' % job_id in page.text
+    assert "Cancel job" in page.text
+    assert client.get("/jobs").text.count(f"/jobs/{job_id}") >= 1
+
+
+def test_review_redirects_to_the_first_unfinished_step(client: TestClient, signed_in: str) -> None:
+    base = _draft_url(client)
+    response = client.get(f"{base}/review")
+    assert response.status_code == 200
+    assert 'aria-current="step">1. Model' in response.text
+
+
+@pytest.mark.parametrize("status", ["finished", "running"])
+def test_the_live_region_stops_polling_once_the_job_ended(
+    client: TestClient, signed_in: str, sites: list[str], session: Session, status: str
+) -> None:
+    from backend.models import JobStatus
+
+    page = walk_to(client, signed_in, "review")
+    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers["location"]
+    row = session.get(JobRow, int(job_url.rsplit("/", 1)[1]))
+    assert row is not None
+    row.status = JobStatus(status)
+    session.commit()
+    live = client.get(f"{job_url}/live", headers={"HX-Request": "true"})
+    assert live.status_code == 200
+    assert ("hx-trigger" in live.text) == (status == "running")
+    assert (live.headers.get("HX-Trigger") == "job-ended") == (status == "finished")
