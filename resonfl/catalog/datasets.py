@@ -17,7 +17,7 @@ SHAPE_CLASSES = ["disc", "ring", "square", "plus", "stripes"]
 
 def load_sklearn(name: str) -> Arrays:
     """digits → (N, 1, 8, 8) in [0, 1]; breast_cancer / wine → raw features (N, F)."""
-    from sklearn import datasets
+    from sklearn import datasets  # type: ignore[import-untyped]
 
     loaders = {
         "digits": datasets.load_digits,

@@ -89,7 +89,7 @@ def run_in_process(
         updates, results = [], []
         for site in job.federation.sites:
             site_dir = work / "sites" / site
-            task = {
+            task: dict[str, Any] = {
                 "job_dir": str(job_dir),
                 "site": site,
                 "round": rnd,

@@ -35,7 +35,7 @@ def split_test(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarr
     pool, test = [], []
     for label in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == label))
-        n_test = int(round(len(idx) * test_fraction))
+        n_test = round(len(idx) * test_fraction)
         test.append(idx[:n_test])
         pool.append(idx[n_test:])
     return np.sort(np.concatenate(pool)), np.sort(np.concatenate(test))
@@ -87,9 +87,11 @@ def label_histogram(y: np.ndarray, num_classes: int) -> list[int]:
     return np.bincount(y, minlength=num_classes).tolist()
 
 
-def _train_val(n: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _train_val(
+    n: int, val_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     order = rng.permutation(n)
-    n_val = max(1, int(round(n * val_fraction))) if val_fraction > 0 else 0
+    n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -146,7 +148,9 @@ def make_shards(
         write_split(folder, "val", x[idx[val]], y[idx[val]], fmt, classes)
         shards[site] = folder
         if verbose:
-            print(f"{site}: {len(train)} train / {len(val)} val, labels {label_histogram(y[idx], len(classes))}")
+            print(
+                f"{site}: {len(train)} train / {len(val)} val, labels {label_histogram(y[idx], len(classes))}"
+            )
     if verbose:
         print(f"test: {len(test)} held out at {out / ('test.npz' if fmt == 'npz' else 'test')}")
     return shards

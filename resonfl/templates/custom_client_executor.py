@@ -83,7 +83,7 @@ def cpu_state_dict(model: nn.Module) -> StateDict:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write_bytes(path: Path, write: Callable[[Path], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(tmp)
@@ -254,9 +254,11 @@ class FLEnv:
     ) -> torch.optim.Optimizer:
         """adamw / adam / sgd per args; restores STATE_DIR/optimizer_state.pt when persisted."""
         name = str(self.arg("optimizer", "adamw"))
-        trainable = list(params) if params is not None else [
-            p for p in model.parameters() if p.requires_grad
-        ]
+        trainable = (
+            list(params)
+            if params is not None
+            else [p for p in model.parameters() if p.requires_grad]
+        )
         optimizer = self._build_optimizer(name, trainable)
         if self.arg("persist_optimizer_state", True):
             self._restore_optimizer(name, optimizer)
@@ -270,7 +272,9 @@ class FLEnv:
         betas = tuple(float(b) for b in self.arg("betas", (0.9, 0.999)))
         return {"lr": lr, "weight_decay": wd, "betas": betas}
 
-    def _build_optimizer(self, name: str, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    def _build_optimizer(
+        self, name: str, params: list[torch.nn.Parameter]
+    ) -> torch.optim.Optimizer:
         classes = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
         if name not in classes:
             raise ValueError(f"unknown optimizer {name!r} (adamw, adam or sgd)")
@@ -282,12 +286,16 @@ class FLEnv:
             return
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved.get("optimizer") != name:
-            self.logger.warning("optimizer state in %s is for %s; starting fresh", path, saved.get("optimizer"))
+            self.logger.warning(
+                "optimizer state in %s is for %s; starting fresh", path, saved.get("optimizer")
+            )
             return
         try:
             optimizer.load_state_dict(saved["state"])
         except (ValueError, KeyError, RuntimeError) as exc:
-            self.logger.warning("optimizer state in %s does not fit (%s); starting fresh", path, exc)
+            self.logger.warning(
+                "optimizer state in %s does not fit (%s); starting fresh", path, exc
+            )
             return
         for group in optimizer.param_groups:  # the job's config, not the file, sets hyperparameters
             group.update(self._hyper(name))
@@ -353,8 +361,12 @@ class FLEnv:
         if self.arg("ema_persist", True) and path.is_file():
             saved = torch.load(path, map_location="cpu", weights_only=True)
             shadow = saved.get("shadow", {})
-            if set(shadow) == set(state) and all(shadow[k].shape == v.shape for k, v in state.items()):
-                ema = EMA({k: shadow[k].to(v.device, v.dtype) for k, v in state.items()}, float(decay))
+            if set(shadow) == set(state) and all(
+                shadow[k].shape == v.shape for k, v in state.items()
+            ):
+                ema = EMA(
+                    {k: shadow[k].to(v.device, v.dtype) for k, v in state.items()}, float(decay)
+                )
                 self.logger.info("restored EMA from round %s", saved.get("round"))
                 return ema
             self.logger.warning("EMA state in %s does not fit the model; restarting it", path)
@@ -364,7 +376,10 @@ class FLEnv:
         """Load the EMA weights into the model (they are what is submitted); persist them."""
         model.load_state_dict(ema.shadow)
         if self.arg("ema_persist", True):
-            state = {"round": self.current_round, "shadow": {k: v.cpu() for k, v in ema.shadow.items()}}
+            state = {
+                "round": self.current_round,
+                "shadow": {k: v.cpu() for k, v in ema.shadow.items()},
+            }
             _atomic_write_bytes(self.ema_state_path, lambda tmp: torch.save(state, tmp))
 
     # -- evaluation --------------------------------------------------------------
@@ -389,7 +404,10 @@ class FLEnv:
         model.eval()
         model.to(self.device)
         loader = DataLoader(
-            dataset, batch_size=int(self.arg("eval_batch_size", 256)), shuffle=False, collate_fn=collate
+            dataset,
+            batch_size=int(self.arg("eval_batch_size", 256)),
+            shuffle=False,
+            collate_fn=collate,
         )
         loss_sum, correct, count = 0.0, 0, 0
         for batch in loader:
@@ -568,7 +586,7 @@ def run_task(task: dict[str, Any], logger: logging.Logger | None = None) -> dict
     """Run one task; on error write {"error"} to result_out, print the traceback, return it."""
     try:
         return GenericClientExecutor(task, logger).run()
-    except Exception as exc:  # every failure must reach the runner as a result file
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the runner as a result
         traceback.print_exc(file=sys.stderr)
         error = {"error": f"{type(exc).__name__}: {exc}"}
         if isinstance(task, dict) and task.get("result_out"):

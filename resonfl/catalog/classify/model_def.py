@@ -78,8 +78,8 @@ class ImageFolder(Dataset):
             for path in files:
                 if path.suffix.lower() in IMAGE_EXTENSIONS:
                     with Image.open(path) as img:
-                        img = img.convert("RGB").resize((image_size, image_size))
-                        images.append(np.asarray(img, dtype=np.uint8))
+                        rgb = img.convert("RGB").resize((image_size, image_size))
+                        images.append(np.asarray(rgb, dtype=np.uint8))
                     labels.append(label)
         shape = (0, image_size, image_size, 3)
         pixels = np.stack(images) if images else np.zeros(shape, np.uint8)

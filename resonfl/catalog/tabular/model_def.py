@@ -17,6 +17,9 @@ from torch.utils.data import TensorDataset
 
 
 class TabularMLP(nn.Module):
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+
     def __init__(
         self, in_features: int = 30, hidden: int = 64, num_classes: int = 2, dropout: float = 0.1
     ) -> None:

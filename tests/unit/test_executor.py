@@ -1,0 +1,304 @@
+"""The client executor: its protocol with the runner and the helper kit's built-in fixes.
+
+The protocol tests run ``custom_client_executor.py --task`` as a child process on a rendered
+digits job, exactly as a site worker does; the kit's pure behaviours run in process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from resonfl.catalog import get_example, make_job
+from resonfl.templates import custom_client_executor as kit
+
+LR, WARMUP, STEPS, ROUNDS = 0.01, 3, 5, 2
+
+RECORDING_SUFFIX = '''
+
+_standard_train = fl_train_model
+
+
+def fl_train_model(model, env, out_dir, logger):
+    """Record what the train function sees, then train as usual."""
+    import json
+    import os
+
+    names = ["CURRENT_ROUND", "NUM_ROUNDS", "SITE_NAME", "DATA_ROOT", "STATE_DIR", "MY_FLAG", "MY_RATE"]
+    seen = {name: os.environ.get(name) for name in names}
+    seen["env"] = {"round": env.current_round, "num_rounds": env.num_rounds, "site": env.site_name}
+    with open(os.path.join(out_dir, f"env_{env.current_round}.json"), "w") as fh:
+        json.dump(seen, fh)
+    return _standard_train(model, env, out_dir, logger)
+'''
+
+FAILING_SUFFIX = """
+
+def fl_train_model(model, env, out_dir, logger):
+    raise ValueError("boom in round " + str(env.current_round))
+"""
+
+
+def render_digits(tmp: Path, suffix: str, **training: Any) -> Path:
+    job = make_job(
+        "digits", ["site-a"], num_rounds=ROUNDS, shards_dir=tmp / "job" / "shards", split="iid"
+    )
+    source = job.model.source + suffix
+    job = job.model_copy(
+        update={
+            "model": job.model.model_copy(update={"source": source}),
+            "training": job.training.model_copy(update=training),
+        }
+    )
+    return job.render(tmp / "job")
+
+
+def initial_weights(path: Path) -> dict[str, torch.Tensor]:
+    info = get_example("digits")
+    from resonfl.catalog import load_model_def
+
+    torch.manual_seed(0)
+    model = getattr(load_model_def("digits"), info.model["class_name"])(**info.model["args"])
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    return state
+
+
+def make_task(tmp: Path, job_dir: Path, rnd: int, weights_in: Path) -> dict[str, Any]:
+    return {
+        "job_dir": str(job_dir),
+        "site": "site-a",
+        "round": rnd,
+        "num_rounds": ROUNDS,
+        "weights_in": str(weights_in),
+        "weights_out": str(tmp / f"out_{rnd}.safetensors"),
+        "result_out": str(tmp / f"result_{rnd}.json"),
+        "out_dir": str(tmp / "train_out"),
+        "data_root": str(job_dir / "shards" / "site-a"),
+        "state_dir": str(tmp / "state"),
+        "task_args": {},
+    }
+
+
+def run_executor(
+    tmp: Path, job_dir: Path, task: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    task_path = tmp / f"task_{task['round']}.json"
+    task_path.write_text(json.dumps(task))
+    scratch = tmp / "scratch"
+    scratch.mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, str(job_dir / "custom_client_executor.py"), "--task", str(task_path)],
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two rounds of one site through the child process, EMA and extra keys on."""
+    tmp = tmp_path_factory.mktemp("executor")
+    job_dir = render_digits(
+        tmp,
+        RECORDING_SUFFIX,
+        lr=LR,
+        warmup_steps=WARMUP,
+        local_steps=STEPS,
+        ema_decay=0.9,
+        extra={"MY_FLAG": True, "MY_RATE": 0.5},
+    )
+    weights = tmp / "global_0.safetensors"
+    initial = initial_weights(weights)
+    runs, snapshots = [], []
+    for rnd in range(ROUNDS):
+        task = make_task(tmp, job_dir, rnd, weights)
+        runs.append(run_executor(tmp, job_dir, task))
+        assert runs[-1].returncode == 0, runs[-1].stderr
+        snapshots.append(torch.load(tmp / "state" / "optimizer_state.pt", weights_only=True))
+        weights = Path(task["weights_out"])  # one site: its update is the next global model
+    return {"tmp": tmp, "job_dir": job_dir, "runs": runs, "initial": initial, "opt": snapshots}
+
+
+def test_result_file_has_samples_metrics_and_timings(two_rounds: dict[str, Any]) -> None:
+    result = json.loads((two_rounds["tmp"] / "result_1.json").read_text())
+    assert set(result) == {"samples", "metrics", "train_s", "eval_s"}
+    assert result["samples"] > 0
+    for key in ("global_val_loss", "global_top1", "train_loss", "val_loss", "top1"):
+        assert math.isfinite(result["metrics"][key]), key
+
+
+def test_train_fn_sees_round_site_paths_and_extra_in_environ(two_rounds: dict[str, Any]) -> None:
+    tmp, job_dir = two_rounds["tmp"], two_rounds["job_dir"]
+    for rnd in range(ROUNDS):
+        seen = json.loads((tmp / "train_out" / f"env_{rnd}.json").read_text())
+        assert seen["CURRENT_ROUND"] == str(rnd)
+        assert seen["NUM_ROUNDS"] == str(ROUNDS)
+        assert seen["SITE_NAME"] == "site-a"
+        assert seen["DATA_ROOT"] == str(job_dir / "shards" / "site-a")
+        assert seen["STATE_DIR"] == str(tmp / "state")
+        assert (seen["MY_FLAG"], seen["MY_RATE"]) == ("True", "0.5")
+        assert seen["env"] == {"round": rnd, "num_rounds": ROUNDS, "site": "site-a"}
+
+
+def test_weights_out_is_a_full_state_dict_that_trained(two_rounds: dict[str, Any]) -> None:
+    out = load_file(str(two_rounds["tmp"] / "out_0.safetensors"))
+    initial = two_rounds["initial"]
+    assert set(out) == set(initial)
+    assert any(not torch.equal(out[k], initial[k]) for k in initial)
+
+
+def test_optimizer_state_is_saved_and_its_step_count_continues(two_rounds: dict[str, Any]) -> None:
+    first, second = two_rounds["opt"]
+    assert (first["round"], second["round"]) == (0, 1)
+    step = lambda snap: int(next(iter(snap["state"]["state"].values()))["step"])
+    assert step(first) == STEPS
+    assert step(second) == 2 * STEPS  # restored, not rebuilt
+    assert "restored optimizer state from round 0" in two_rounds["runs"][1].stdout
+
+
+def expected_lr(position: int) -> float:
+    """Warmup then cosine over ROUNDS * STEPS, computed by hand."""
+    if position < WARMUP:
+        return LR * (position + 1) / WARMUP
+    progress = (position - WARMUP) / (ROUNDS * STEPS - WARMUP)
+    return LR * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def test_continuous_schedule_starts_round_one_where_round_zero_stopped(
+    two_rounds: dict[str, Any],
+) -> None:
+    tmp = two_rounds["tmp"]
+    r0 = json.loads((tmp / "result_0.json").read_text())["metrics"]
+    r1 = json.loads((tmp / "result_1.json").read_text())["metrics"]
+    assert r0["lr_start"] == pytest.approx(expected_lr(0))
+    assert r1["lr_start"] == pytest.approx(expected_lr(STEPS))  # position = round * steps
+    assert r1["lr_end"] == pytest.approx(expected_lr(2 * STEPS))
+
+
+def test_ema_is_persisted_and_is_what_is_submitted(two_rounds: dict[str, Any]) -> None:
+    tmp = two_rounds["tmp"]
+    saved = torch.load(tmp / "state" / "ema_state.pt", weights_only=True)
+    assert saved["round"] == 1
+    out = load_file(str(tmp / "out_1.safetensors"))
+    for key, value in out.items():
+        assert torch.equal(value, saved["shadow"][key]), key
+    assert "restored EMA from round 0" in two_rounds["runs"][1].stdout
+
+
+def test_a_failing_train_fn_writes_the_error_and_exits_1(tmp_path: Path) -> None:
+    job_dir = render_digits(tmp_path, FAILING_SUFFIX, local_steps=STEPS)
+    weights = tmp_path / "global.safetensors"
+    initial_weights(weights)
+    task = make_task(tmp_path, job_dir, 0, weights)
+    proc = run_executor(tmp_path, job_dir, task)
+    assert proc.returncode == 1
+    assert json.loads(Path(task["result_out"]).read_text()) == {
+        "error": "ValueError: boom in round 0"
+    }
+    assert "Traceback" in proc.stderr
+    assert not Path(task["weights_out"]).exists()
+
+
+def test_weights_that_do_not_fit_the_model_are_an_error(tmp_path: Path) -> None:
+    job_dir = render_digits(tmp_path, "", local_steps=STEPS)
+    weights = tmp_path / "bad.safetensors"
+    save_file({"nope": torch.zeros(2)}, str(weights))
+    task = make_task(tmp_path, job_dir, 0, weights)
+    result = kit.run_task(task)
+    assert result["error"].startswith("RuntimeError: Error(s) in loading state_dict")
+    assert json.loads(Path(task["result_out"]).read_text()) == result
+
+
+# ---------------------------------------------------------------- the kit, in process
+def make_env(
+    tmp: Path, rnd: int = 0, task_args: dict[str, Any] | None = None, **args: Any
+) -> kit.FLEnv:
+    task = {
+        "site": "s",
+        "round": rnd,
+        "num_rounds": 4,
+        "data_root": str(tmp),
+        "state_dir": str(tmp / "state"),
+        "out_dir": str(tmp),
+        "task_args": task_args or {},
+    }
+    base = {"lr": 0.1, "local_steps": 10, "warmup_steps": 4, "batch_size": 4}
+    return kit.FLEnv(task, {**base, **args}, device=torch.device("cpu"))
+
+
+def test_without_continuous_schedule_every_round_restarts_it(tmp_path: Path) -> None:
+    restart = [make_env(tmp_path, r, continuous_schedule=False) for r in range(3)]
+    lrs = [[env.lr_at(step, 10) for step in range(10)] for env in restart]
+    assert lrs[0] == lrs[1] == lrs[2]
+    assert lrs[0][0] == pytest.approx(0.1)  # warmup share kept: 4 of 40 steps → 1 of 10
+    continuous = make_env(tmp_path, 1)
+    assert continuous.lr_at(0, 10) == pytest.approx(make_env(tmp_path, 0).lr_at(10, 10))
+
+
+class LeftHalf(nn.Module):
+    """Scores depend on where the mass sits along the last axis: not mirror-invariant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = x[..., : x.shape[-1] // 2].sum(dim=(1, 2))
+        right = x[..., x.shape[-1] // 2 :].sum(dim=(1, 2))
+        return torch.stack([left, right], dim=1)
+
+
+def test_tta_hflip_averages_logits_with_the_mirrored_input(tmp_path: Path) -> None:
+    x = torch.zeros(4, 2, 4)
+    x[..., 0] = 1.0  # all mass on the left
+    data = torch.utils.data.TensorDataset(x, torch.zeros(4, dtype=torch.int64))
+    plain = make_env(tmp_path, tta_hflip=False).evaluate(LeftHalf(), data)
+    tta = make_env(tmp_path, tta_hflip=True).evaluate(LeftHalf(), data)
+    assert plain["top1"] == 1.0
+    assert tta["val_loss"] == pytest.approx(math.log(2))  # logits (2, 2) after averaging
+    assert tta["val_loss"] > plain["val_loss"]
+
+
+def test_fedprox_keeps_local_weights_near_the_round_start(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(32, 3), torch.randint(0, 2, (32,)))
+    drift = {}
+    for mu in (0.0, 10.0):
+        model = nn.Linear(3, 2)
+        torch.nn.init.zeros_(model.weight)
+        env = make_env(
+            tmp_path / str(mu),
+            task_args={"fedprox_mu": mu},
+            persist_optimizer_state=False,
+            lr=0.5,
+            warmup_steps=0,
+        )
+        env.fit(model, data)
+        drift[mu] = float(model.weight.detach().norm())
+    assert drift[10.0] < drift[0.0] * 0.7
+
+
+def test_label_smoothing_applies_to_training_loss_only(tmp_path: Path) -> None:
+    data = torch.utils.data.TensorDataset(torch.randn(16, 3), torch.randint(0, 2, (16,)))
+    losses = {}
+    for smoothing in (0.0, 0.3):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 2)
+        env = make_env(
+            tmp_path / str(smoothing),
+            label_smoothing=smoothing,
+            local_steps=1,
+            persist_optimizer_state=False,
+        )
+        before = env.evaluate(model, data)["val_loss"]
+        losses[smoothing] = (env.fit(model, data)["metrics"]["train_loss"], before)
+    assert losses[0.0][1] == pytest.approx(losses[0.3][1])  # eval: hard-label CE either way
+    assert losses[0.0][0] != pytest.approx(losses[0.3][0])
