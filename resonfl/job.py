@@ -68,8 +68,8 @@ class Job(BaseModel):
 
     name: str = Field(min_length=1, max_length=120)
     model: ModelConfig
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    federation: FederationConfig = Field(default_factory=FederationConfig)
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig())
+    federation: FederationConfig = Field(default_factory=lambda: FederationConfig())
     model_checkpoint: Path | None = None
     requirements: list[str] = Field(default_factory=list)
     shards: dict[str, Path] = Field(default_factory=dict)
@@ -188,7 +188,7 @@ class Job(BaseModel):
         return out
 
     # ---------------------------------------------------------------- validation
-    def validate(self) -> Job:
+    def validate(self) -> Job:  # type: ignore[override]  # the SDK name; pydantic's is deprecated
         """Check what pydantic alone cannot; raise JobValidationError naming file and field."""
         check_model_source(self.model)
         fed = self.federation

@@ -119,7 +119,9 @@ def simulate(
             chosen = workflow.sites_for_round(rnd, site_names)
             task_args = aggregator.client_args()
 
-            def train(site: str, rnd: int = rnd, path: Path = global_path) -> SiteRoundResult:
+            def train(
+                site: str, rnd: int = rnd, path: Path = global_path, task_args: dict[str, Any] = task_args
+            ) -> SiteRoundResult:
                 return run_site_round(
                     job_dir, site, rnd, rounds, path,
                     work_dir=ws / "sites" / site / "work",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resonfl.job import CLIENT_CONFIG, EXECUTOR, MODEL_DEF, PERSISTOR, SERVER_CONFIG, META
+from resonfl.job import CLIENT_CONFIG, EXECUTOR, META, MODEL_DEF, PERSISTOR, SERVER_CONFIG
 
 # Variables a job process may inherit; everything else is dropped.
 ALLOWED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")
@@ -101,7 +101,7 @@ def run_sandboxed(
         except subprocess.TimeoutExpired:
             _kill_tree(proc)
             text = _read_log(log_path)
-            raise SandboxTimeout(f"job code ran past its time limit of {timeout_s:g} s", text)
+            raise SandboxTimeout(f"job code ran past its time limit of {timeout_s:g} s", text) from None
         except BaseException:
             _kill_tree(proc)
             raise

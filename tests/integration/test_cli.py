@@ -14,7 +14,7 @@ from resonfl.templates.custom_persistor import load_state_dict_file
 
 def resonfl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "resonfl.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "resonfl.cli", *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=600
     )
 
 

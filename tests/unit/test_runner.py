@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from resonfl.runner import SandboxTimeout, init_global_weights, run_sandboxed
 from resonfl.config import FederationConfig, ModelConfig
 from resonfl.job import Job
+from resonfl.runner import SandboxTimeout, init_global_weights, run_sandboxed
 from resonfl.templates.custom_persistor import (
     PersistorError,
     PTFileModelPersistor,
@@ -94,7 +94,7 @@ def test_persistor_writes_rolling_and_per_round_files(tmp_path: Path) -> None:
 
 
 class _Evil:
-    def __reduce__(self):  # noqa: D105 - runs code when unpickled
+    def __reduce__(self):
         return (os.system, ("echo pwned",))
 
 
