@@ -44,6 +44,24 @@ def register(subparsers: Any) -> None:
     a.add_argument("--concurrency", type=int, default=2, help="task threads (default 2)")
     a.set_defaults(func=cmd_aggregator)
 
+    api = subparsers.add_parser("api", help="run the API server (uvicorn) from RESONFL_* settings")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--migrate", action="store_true", help="apply migrations first")
+    api.add_argument("--workers", type=int, default=1)
+    api.set_defaults(func=cmd_api)
+
+    m = subparsers.add_parser("migrate", help="bring the job store to the newest schema")
+    m.set_defaults(func=cmd_migrate)
+
+    rs = subparsers.add_parser("register-site", help="register a site (or rotate its token)")
+    rs.add_argument("name")
+    rs.set_defaults(func=cmd_register_site)
+
+    ad = subparsers.add_parser("create-admin", help="create the admin and print an API token")
+    ad.add_argument("--email", default="admin@localhost")
+    ad.set_defaults(func=cmd_create_admin)
+
     u = subparsers.add_parser("up", help="bring the whole platform up on this machine")
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--port", type=int, default=8000)
@@ -175,11 +193,49 @@ class ReconcileLoop(threading.Thread):
         self.stopped.set()
 
 
+# ------------------------------------------------------------------------------ server admin
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.migrate:
+        cmd_migrate(args)
+    uvicorn.run(
+        "backend.app:create_app", factory=True, host=args.host, port=args.port,
+        workers=args.workers, proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from backend import cli_admin
+    from backend.core.config import Settings
+
+    cli_admin.migrate(Settings())
+    return 0
+
+
+def cmd_register_site(args: argparse.Namespace) -> int:
+    from backend import cli_admin
+    from backend.core.config import Settings
+
+    print(cli_admin.register_site(Settings(), args.name))
+    return 0
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    from backend import cli_admin
+    from backend.core.config import Settings
+
+    print(cli_admin.ensure_admin(Settings(), args.email))
+    return 0
+
+
 # ------------------------------------------------------------------------------ up
 def cmd_up(args: argparse.Namespace) -> int:
     from resonfl.platform.local import LocalPlatform
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     data_dir = (args.data_dir or Path("resonfl-data")).resolve()
     platform = LocalPlatform(
         data_dir=data_dir,

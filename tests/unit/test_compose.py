@@ -1,0 +1,96 @@
+"""docker-compose.yml and docker/Dockerfile refer only to things that exist: every command is
+a real `resonfl` subcommand with valid flags, every RESONFL_* variable is a real setting.
+(No Docker engine runs here; this is what can be checked without one.)"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backend.core.config import Settings
+from resonfl.cli import build_parser
+from resonfl.platform.worker_settings import SiteWorkerSettings
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "resonfl:latest"
+
+
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
+
+
+def our_services() -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose()["services"].items() if svc.get("image") == IMAGE}
+
+
+def dockerfile_json(instruction: str) -> list[str]:
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    match = re.search(rf"^{instruction} (\[.*\])$", text, re.MULTILINE)
+    assert match, f"Dockerfile has no exec-form {instruction}"
+    return list(yaml.safe_load(match.group(1)))
+
+
+def parses(argv: list[str]) -> Any:
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:
+        raise AssertionError(f"`resonfl {' '.join(argv)}` is not a valid command") from exc
+
+
+def test_the_image_entry_point_is_the_installed_resonfl_script() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert dockerfile_json("ENTRYPOINT") == ["resonfl"]
+    assert "resonfl" in scripts
+    parses(dockerfile_json("CMD"))
+
+
+def test_every_service_command_is_a_real_resonfl_subcommand() -> None:
+    services = our_services()
+    assert {"api", "aggregator", "site-1", "site-2"} <= set(services)
+    for name, svc in services.items():
+        args = parses([str(a) for a in svc["command"]])
+        assert callable(args.func), name
+
+
+def test_every_resonfl_variable_is_a_real_setting() -> None:
+    server_fields = set(Settings.model_fields)
+    worker_fields = set(SiteWorkerSettings.model_fields)
+    for name, svc in our_services().items():
+        is_worker = svc["command"][0] == "worker"
+        known = worker_fields if is_worker else server_fields
+        for var in svc.get("environment", {}):
+            if var.startswith("RESONFL_"):
+                field = var.removeprefix("RESONFL_").lower()
+                assert field in known, f"{name}: {var} is not a setting ({sorted(known)})"
+
+
+def test_server_settings_from_compose_are_valid_in_production() -> None:
+    env = our_services()["api"]["environment"]
+    values = {
+        k.removeprefix("RESONFL_").lower(): re.sub(r"\$\{[^}]*\}", "x", str(v))
+        for k, v in env.items()
+    }
+    settings = Settings(**values)
+    assert settings.environment == "production"
+    assert settings.database_url.startswith("postgresql")
+
+
+def test_site_workers_get_a_gpu_each_their_own_volume_and_no_server_secret() -> None:
+    services = our_services()
+    volumes, gpus = set(), set()
+    for name in ("site-1", "site-2"):
+        svc = services[name]
+        assert "--token" not in svc["command"], "tokens go in the environment, not in `ps`"
+        assert set(svc["environment"]) == {"RESONFL_SITE_TOKEN"}
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["capabilities"] == ["gpu"]
+        gpus.add(tuple(device["device_ids"]))
+        volumes.add(svc["volumes"][0].split(":")[0])
+    assert len(gpus) == 2 and len(volumes) == 2
+    assert services["aggregator"]["volumes"] == services["api"]["volumes"]
