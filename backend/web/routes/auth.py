@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from backend.api.deps import SessionDep
+from backend.services import accounts
 from backend.web.session import CsrfChecked, authenticate, load_session
 from backend.web.templating import redirect, render
 
@@ -33,10 +34,15 @@ def login(
     email: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/jobs",
+    token: Annotated[str, Form()] = "",
 ) -> Response:
+    """Email and password, or an API token (`resonfl up` prints the admin's)."""
     user = authenticate(session, email, password) if email and password else None
+    if token and user is None:
+        user = accounts.user_for_token(session, token.strip())
     if user is None:
-        context = {"next": _safe_next(next), "email": email, "error": "Wrong email or password."}
+        error = "That API token is not valid." if token else "Wrong email or password."
+        context = {"next": _safe_next(next), "email": email, "error": error}
         return render(request, "pages/login.html", context, status_code=400)
     load_session(request).sign_in(user.id)
     return redirect(request, _safe_next(next))

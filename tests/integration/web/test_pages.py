@@ -103,3 +103,14 @@ def test_every_input_on_the_wizard_pages_has_a_label(client: TestClient, signed_
                 continue
             input_id = re.search(r'id="([^"]+)"', attrs)
             assert input_id and input_id.group(1) in ids, f"{step}: unlabelled {match.group(0)}"
+
+
+def test_sign_in_with_an_api_token(client: TestClient, session: Session) -> None:
+    from backend.services import accounts
+
+    token = accounts.ensure_admin(session, "admin@localhost")
+    csrf = csrf_of(client.get("/login").text)
+    assert client.post("/login", data={"token": "rfl_u_wrong", "csrf_token": csrf}).status_code == 400
+    response = client.post("/login", data={"token": token, "csrf_token": csrf})
+    assert response.status_code == 303
+    assert "admin@localhost" in client.get("/jobs").text

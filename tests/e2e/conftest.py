@@ -1,0 +1,101 @@
+"""Browser tests: Playwright (sync) driving Debian's Chromium against the real platform —
+uvicorn, the aggregator and two site workers as subprocesses, started by the same
+`LocalPlatform` that `resonfl up` and tests/integration/platform use.
+
+Never downloads a browser: /usr/bin/chromium (or RESONFL_CHROMIUM) or the tests skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = os.environ.get("RESONFL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+EMAIL, PASSWORD = "e2e@example.org", "e2e password 123"
+
+
+def output_dir() -> Path:
+    out = Path(os.environ.get("RESONFL_TEST_OUTPUT", "out/test-run"))
+    (out / "screenshots").mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    return output_dir() / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; never `playwright install`)")
+    from resonfl.platform.local import LocalPlatform
+    from resonfl.platform.supervise import free_port
+
+    plat = LocalPlatform(
+        data_dir=tmp_path_factory.mktemp("e2e-platform"),
+        port=free_port(),
+        sites=2,
+        redis_url=os.environ.get("RESONFL_TEST_REDIS_URL") or None,
+        secret_key="e2e-test-secret",
+        heartbeat_s=1.0,
+        heartbeat_timeout_s=8.0,
+        reconcile_every_s=1.0,
+        threads_per_job=1,
+    )
+    try:
+        plat.start()
+        _create_user(plat.database_url)
+        yield plat
+    finally:
+        plat.stop()
+        shutil.copytree(plat.log_dir, output_dir() / "e2e-platform-logs", dirs_exist_ok=True)
+
+
+def _create_user(database_url: str | None) -> None:
+    from backend.core.db import create_db_engine, make_session_factory
+    from backend.services import accounts
+
+    engine = create_db_engine(str(database_url))
+    with make_session_factory(engine)() as session:
+        accounts.create_user(session, EMAIL, PASSWORD, is_admin=True)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def browser(platform: Any) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="resonfl-chromium-")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            accept_downloads=True,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    page.close()
