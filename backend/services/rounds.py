@@ -25,9 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, Executable, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -89,11 +89,12 @@ def init_job(session: Session, store: ArtifactStore, job_id: int, dispatcher: Di
     Returns False when another delivery already did it (or the job is no longer queued).
     """
     now = utcnow()
-    claimed = session.execute(
+    claimed = _changed(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.RUNNING, started_at=now)
-    ).rowcount
+        .values(status=JobStatus.RUNNING, started_at=now),
+    )
     session.commit()
     job = _job(session, job_id)
     has_round0 = session.scalar(select(Round.id).where(Round.job_id == job_id, Round.number == 0))
@@ -194,15 +195,16 @@ def aggregate_round(
         session.commit()
         return False  # early or stray message: results only grow, a due round stays due
     claimable = [RoundStatus.RUNNING] + ([RoundStatus.AGGREGATING] if takeover else [])
-    claimed = session.execute(
+    claimed = _changed(
+        session,
         update(Round)
         .where(
             Round.job_id == job_id,
             Round.number == round_num,
             Round.status.in_(claimable),
         )
-        .values(status=RoundStatus.AGGREGATING, aggregated_at=now)
-    ).rowcount
+        .values(status=RoundStatus.AGGREGATING, aggregated_at=now),
+    )
     session.commit()
     if not claimed:
         return False
@@ -467,11 +469,12 @@ def cancel_job(
     session: Session, job_id: int, dispatcher: Dispatcher, reason: str = "cancelled by user"
 ) -> bool:
     """Cancel a queued or running job; results that arrive later are ignored."""
-    cancelled = session.execute(
+    cancelled = _changed(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        .values(status=JobStatus.CANCELLED, finished_at=utcnow(), error=reason)
-    ).rowcount
+        .values(status=JobStatus.CANCELLED, finished_at=utcnow(), error=reason),
+    )
     session.execute(
         update(Round)
         .where(Round.job_id == job_id, Round.status.in_([RoundStatus.PENDING, RoundStatus.RUNNING]))
@@ -587,6 +590,11 @@ def _verified(store: ArtifactStore, key: str | None, sha256: str | None, what: s
     if sha256_file(path) != sha256:
         raise RoundError(f"{what}: artifact {key} does not match its sha256")
     return path
+
+
+def _changed(session: Session, statement: Executable) -> int:
+    """Rows an UPDATE changed: the conditional UPDATE is how a claim is won exactly once."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount
 
 
 def _job(session: Session, job_id: int) -> Job:

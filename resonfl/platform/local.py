@@ -62,7 +62,7 @@ class LocalPlatform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.redis_url:
             self.redis_url, _ = start_embedded_redis(self.supervisor, self.data_dir / "redis")
-        settings = Settings(**self._settings_kwargs())
+        settings = Settings.model_validate(self._settings_kwargs())
         self.database_url = settings.database_url
         cli_admin.migrate(settings)
         self.admin_token = cli_admin.ensure_admin(settings, admin_email)
