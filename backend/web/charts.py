@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 
 from markupsafe import Markup
 
@@ -64,12 +65,14 @@ def _frame(title: str, body: list[str], legend: list[tuple[str, str, bool]]) -> 
 
 
 def _axes(
-    x_max: int, y_lo: float, y_hi: float
-) -> tuple[list[str], object, object]:
+    x_max: int, y_lo: float, y_hi: float, x_pad: float = 0.0
+) -> tuple[list[str], Any, Any]:
+    """Axes, grid and ticks; `x_pad` (in rounds) leaves room for bars at both ends."""
     plot_w, plot_h = WIDTH - PAD_L - PAD_R, HEIGHT - PAD_T - PAD_B
+    span = max(x_max, 1) + 2 * x_pad
 
     def sx(x: float) -> float:
-        return PAD_L + (x / max(x_max, 1)) * plot_w if x_max > 0 else PAD_L + plot_w / 2
+        return PAD_L + (x + x_pad) / span * plot_w
 
     def sy(y: float) -> float:
         return PAD_T + plot_h - (y - y_lo) / (y_hi - y_lo) * plot_h
@@ -110,12 +113,12 @@ def line_chart(title: str, series: list[Series], num_rounds: int) -> Markup:
     legend = []
     for i, s in enumerate(series):
         color = s.color or PALETTE[i % len(PALETTE)]
-        pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s.points)  # type: ignore[operator]
+        pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s.points)
         dash = ' stroke-dasharray="5 3"' if s.dashed else ""
         body.append(f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{pts}"/>')
         for x, y in s.points:
             body.append(
-                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}">'  # type: ignore[operator]
+                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}">'
                 f"<title>{escape(s.name)} round {x}: {_fmt(y)}</title></circle>"
             )
         legend.append((s.name, color, s.dashed))
@@ -127,15 +130,15 @@ def stacked_bars(title: str, rows: list[tuple[int, float, float]], num_rounds: i
     x_max = max(num_rounds - 1, 1)
     total = max((t + o for _, t, o in rows), default=0.0)
     hi = total * 1.1 if total > 0 else 1.0
-    body, sx, sy = _axes(x_max, 0.0, hi)
+    body, sx, sy = _axes(x_max, 0.0, hi, x_pad=0.5)
     plot_w = WIDTH - PAD_L - PAD_R
     bar_w = min(28.0, plot_w / (x_max + 1) * 0.6)
     colors = (PALETTE[0], PALETTE[1])
     for rnd, train, overhead in rows:
-        x = sx(rnd) - bar_w / 2  # type: ignore[operator]
-        base = sy(0.0)  # type: ignore[operator]
-        top_train = sy(train)  # type: ignore[operator]
-        top_all = sy(train + overhead)  # type: ignore[operator]
+        x = sx(rnd) - bar_w / 2
+        base = sy(0.0)
+        top_train = sy(train)
+        top_all = sy(train + overhead)
         body.append(
             f'<rect x="{x:.1f}" y="{top_train:.1f}" width="{bar_w:.1f}" '
             f'height="{base - top_train:.1f}" fill="{colors[0]}"><title>round {rnd}: '

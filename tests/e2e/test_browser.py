@@ -113,5 +113,15 @@ def test_sign_in_to_downloaded_checkpoint(platform: Any, page: Any, screenshots:
     assert isinstance(state, dict) and state
     assert all(isinstance(t, torch.Tensor) for t in state.values())
 
+    href = page.locator("a[href$='/rounds/1/download']").get_attribute("href")
+    response = page.request.get(f"{platform.url}{href}")
+    assert response.ok
+    (tmp_path / "round1.pt").write_bytes(response.body())
+    round_state = torch.load(tmp_path / "round1.pt", map_location="cpu", weights_only=True)
+    assert set(round_state) == set(state)
+
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    page.wait_for_url("**/jobs")
+    page.screenshot(path=screenshots / "09-jobs-list.png", full_page=True)
     page.goto(f"{platform.url}/sites")
-    page.screenshot(path=screenshots / "09-sites.png", full_page=True)
+    page.screenshot(path=screenshots / "10-sites.png", full_page=True)

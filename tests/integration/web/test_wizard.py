@@ -239,3 +239,22 @@ def test_the_live_region_stops_polling_once_the_job_ended(
     assert live.status_code == 200
     assert ("hx-trigger" in live.text) == (status == "running")
     assert (live.headers.get("HX-Trigger") == "job-ended") == (status == "finished")
+
+
+def test_cancel_from_the_job_page(client: TestClient, signed_in: str, sites: list[str], session: Session, dispatcher: Any) -> None:
+    page = walk_to(client, signed_in, "review")
+    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers["location"]
+    job_id = int(job_url.rsplit("/", 1)[1])
+    assert client.post(f"{job_url}/cancel", data={}).status_code == 403  # no CSRF token
+    assert client.post(f"{job_url}/cancel", data={"csrf_token": signed_in}).status_code == 303
+    assert ("cancel", job_id) in dispatcher.sent
+    after = client.get(job_url).text
+    assert 'data-status="cancelled"' in after and "Cancel job" not in after
+    assert "cancelled by admin@example.org" in after
+
+
+def test_download_before_the_job_finished_says_so(client: TestClient, signed_in: str, sites: list[str]) -> None:
+    page = walk_to(client, signed_in, "review")
+    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers["location"]
+    response = client.get(f"{job_url}/download")
+    assert response.status_code == 404 and "not available" in response.text
