@@ -153,14 +153,16 @@ def record_result(
 
 
 def _round_is_due(session: Session, job: Job, rnd: Round) -> bool:
-    """Enough results for the workflow, or every expected site has answered."""
+    """Enough results for the workflow, every expected site has answered, or too few can."""
     results = _results(session, job.id, rnd.number)
     done = sum(r.status == ResultStatus.DONE for r in results)
     pending = sum(r.status in PENDING_RESULT for r in results)
     needed = (rnd.timings or {}).get("min_results")
     if not isinstance(needed, int):
         needed = min(job.min_clients, len(results)) if results else job.min_clients
-    return done >= needed or pending == 0
+    # the last clause: too few sites can still answer, so aggregating now fails the job
+    # with the reason instead of waiting for the deadline
+    return done >= needed or pending == 0 or done + pending < needed
 
 
 # ------------------------------------------------------------------------------ aggregate
