@@ -64,9 +64,7 @@ def _frame(title: str, body: list[str], legend: list[tuple[str, str, bool]]) -> 
     )
 
 
-def _axes(
-    x_max: int, y_lo: float, y_hi: float, x_pad: float = 0.0
-) -> tuple[list[str], Any, Any]:
+def _axes(x_max: int, y_lo: float, y_hi: float, x_pad: float = 0.0) -> tuple[list[str], Any, Any]:
     """Axes, grid and ticks; `x_pad` (in rounds) leaves room for bars at both ends."""
     plot_w, plot_h = WIDTH - PAD_L - PAD_R, HEIGHT - PAD_T - PAD_B
     span = max(x_max, 1) + 2 * x_pad
@@ -83,8 +81,12 @@ def _axes(
     ]
     for tick in _ticks(y_lo, y_hi):
         y = sy(tick)
-        out.append(f'<line class="grid" x1="{PAD_L}" y1="{y:.1f}" x2="{WIDTH - PAD_R}" y2="{y:.1f}"/>')
-        out.append(f'<text class="tick" x="{PAD_L - 4}" y="{y + 3:.1f}" text-anchor="end">{_fmt(tick)}</text>')
+        out.append(
+            f'<line class="grid" x1="{PAD_L}" y1="{y:.1f}" x2="{WIDTH - PAD_R}" y2="{y:.1f}"/>'
+        )
+        out.append(
+            f'<text class="tick" x="{PAD_L - 4}" y="{y + 3:.1f}" text-anchor="end">{_fmt(tick)}</text>'
+        )
     step = max(1, math.ceil((x_max + 1) / 10))
     for x in range(0, x_max + 1, step):
         out.append(
@@ -115,7 +117,9 @@ def line_chart(title: str, series: list[Series], num_rounds: int) -> Markup:
         color = s.color or PALETTE[i % len(PALETTE)]
         pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s.points)
         dash = ' stroke-dasharray="5 3"' if s.dashed else ""
-        body.append(f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{pts}"/>')
+        body.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{pts}"/>'
+        )
         for x, y in s.points:
             body.append(
                 f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}">'
@@ -154,5 +158,8 @@ def stacked_bars(title: str, rows: list[tuple[int, float, float]], num_rounds: i
             f'<text class="empty" x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle">'
             "no finished round yet</text>"
         )
-    legend = [("site training (slowest site)", colors[0], False), ("platform overhead", colors[1], False)]
+    legend = [
+        ("site training (slowest site)", colors[0], False),
+        ("platform overhead", colors[1], False),
+    ]
     return _frame(title, body, legend)

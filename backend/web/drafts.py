@@ -26,8 +26,7 @@ from resonfl.catalog import ExampleInfo, UnknownExampleError, get_example, list_
 from resonfl.config import FederationConfig, ModelConfig, TrainingConfig
 from resonfl.job import Job, JobValidationError, check_model_source
 
-from backend.web.forms import Errors, Raw, model_to_raw, parse_key_values, parse_training
-from backend.web.forms import validation_errors
+from backend.web.forms import Errors, Raw, model_to_raw, parse_training, validation_errors
 
 STEPS = ("model", "training", "federation", "data", "review")
 STEP_TITLES = {
@@ -40,7 +39,10 @@ STEP_TITLES = {
 _ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 WORKFLOWS = {
-    "scatter_and_gather": ("Scatter and Gather (every site, every round)", "resonfl.fl.workflows.ScatterAndGather"),
+    "scatter_and_gather": (
+        "Scatter and Gather (every site, every round)",
+        "resonfl.fl.workflows.ScatterAndGather",
+    ),
     "cyclic": ("Cyclic (one site per round, in turn)", "resonfl.fl.workflows.Cyclic"),
 }
 CYCLIC_AGGREGATOR = "resonfl.fl.cyclic.CyclicAggregator"
@@ -50,7 +52,10 @@ AGGREGATORS = {
     "fedopt_adam": ("FedOpt: FedAdam (server Adam)", "resonfl.fl.fedopt.FedAdam"),
     "fedopt_yogi": ("FedOpt: FedYogi (server Yogi)", "resonfl.fl.fedopt.FedYogi"),
     "fedopt_avgm": ("FedOpt: FedAvgM (server momentum)", "resonfl.fl.fedopt.FedAvgM"),
-    "hierarchical": ("Hierarchical FedAvg (site groups)", "resonfl.fl.hierarchical.HierarchicalFedAvg"),
+    "hierarchical": (
+        "Hierarchical FedAvg (site groups)",
+        "resonfl.fl.hierarchical.HierarchicalFedAvg",
+    ),
 }
 
 
@@ -316,10 +321,12 @@ def _aggregator_args(key: str, raw: Raw, sites: list[str]) -> tuple[dict[str, An
         args = {"groups": groups, "group_weighting": raw.get("group_weighting") or "samples"}
     cls = resolve_class(AGGREGATORS[key][1], Aggregator)
     try:
-        validated = cls.Args.model_validate(args)
+        validated = cls.Args.model_validate(args)  # type: ignore[attr-defined]
     except ValidationError as exc:
         errors = validation_errors(exc, "aggregator")
-        return {}, {field_of.get(k, k if k != "group_weighting" else "groups"): v for k, v in errors.items()}
+        return {}, {
+            field_of.get(k, k if k != "group_weighting" else "groups"): v for k, v in errors.items()
+        }
     # what the user set, typed (defaults stay out of the rendered file)
     return {k: _jsonable(getattr(validated, k)) for k in args}, {}
 
@@ -399,7 +406,3 @@ def build_job(store: DraftStore, draft: Draft, registered: list[str]) -> Job:
         step = "federation" if exc.file.startswith("config_fed_server") else "model"
         raise StepInvalid(step, {"_": str(exc)}) from None
     return job
-
-
-def extra_env(text: str) -> dict[str, Any]:
-    return parse_key_values(text, "extra")

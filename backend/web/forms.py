@@ -77,7 +77,9 @@ def fields_of(model: type[BaseModel], labels: dict[str, str] | None = None) -> l
             help_text = (help_text + "; " if help_text else "") + "leave blank for off"
         label = (labels or LABELS).get(name, name.replace("_", " ").capitalize())
         if origin is Literal:
-            spec = FieldSpec(name, label, "select", help_text, [str(c) for c in typing.get_args(inner)])
+            spec = FieldSpec(
+                name, label, "select", help_text, [str(c) for c in typing.get_args(inner)]
+            )
         elif inner is bool:
             spec = FieldSpec(name, label, "checkbox", help_text)
         elif inner in (int, float):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
-
 from resonfl.config import TrainingConfig
 
 Raw = dict[str, str]
@@ -71,8 +69,7 @@ def training_notes(raw: Raw, defaults: TrainingConfig, example: str | None) -> l
     changed = [
         name
         for name in ("batch_size", "lr")
-        if _num(raw.get(name)) is not None
-        and _num(raw.get(name)) != float(getattr(defaults, name))
+        if _num(raw.get(name)) is not None and _num(raw.get(name)) != float(getattr(defaults, name))
     ]
     if changed:
         was = ", ".join(f"{n} {getattr(defaults, n):g} → {raw.get(n)}" for n in changed)
@@ -100,7 +97,9 @@ def training_notes(raw: Raw, defaults: TrainingConfig, example: str | None) -> l
     )
     if len(deviations) > 1:
         text = f"You changed {len(deviations)} settings ({', '.join(deviations)}). " + text
-    notes.append(Note("warn" if len(deviations) > 1 else "info", "Change one thing at a time", text))
+    notes.append(
+        Note("warn" if len(deviations) > 1 else "info", "Change one thing at a time", text)
+    )
     return notes
 
 
@@ -110,7 +109,9 @@ def _deviations(raw: Raw, defaults: TrainingConfig) -> list[str]:
     out = []
     for name in type(defaults).model_fields:
         if name in raw and raw[name] != to_text(getattr(defaults, name)):
-            if _num(raw[name]) is not None and _num(to_text(getattr(defaults, name))) == _num(raw[name]):
+            if _num(raw[name]) is not None and _num(to_text(getattr(defaults, name))) == _num(
+                raw[name]
+            ):
                 continue
             out.append(name)
     return out
@@ -150,7 +151,3 @@ def federation_notes(raw: Raw, model_source: str) -> list[Note]:
             )
         )
     return notes
-
-
-def describe(value: Any) -> str:
-    return str(value)

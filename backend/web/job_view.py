@@ -77,9 +77,7 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _series(
-    results: list[SiteResult], sites: list[str], key: str
-) -> list[Series]:
+def _series(results: list[SiteResult], sites: list[str], key: str) -> list[Series]:
     out = []
     for i, site in enumerate(sites):
         points = []
@@ -114,7 +112,11 @@ def charts(job: Job) -> list[Markup]:
         glob = _global(rounds, global_key, global_label)
         out.append(line_chart(title, series + ([glob] if glob else []), n))
     split = [
-        (r.number, float(r.timings.get("train_s_max") or 0.0), float(r.timings.get("overhead_s") or 0.0))
+        (
+            r.number,
+            float(r.timings.get("train_s_max") or 0.0),
+            float(r.timings.get("overhead_s") or 0.0),
+        )
         for r in rounds
         if r.timings and "round_s" in r.timings
     ]
@@ -122,8 +124,11 @@ def charts(job: Job) -> list[Markup]:
     return out
 
 
-def build(job: Job, owner: str, store: ArtifactStore, logs: dict[str, list[tuple[SiteResult, str]]]) -> JobView:
+def build(
+    job: Job, owner: str, store: ArtifactStore, logs: dict[str, list[tuple[SiteResult, str]]]
+) -> JobView:
     by_round: dict[int, dict[str, SiteResult]] = {}
+    log_rows: list[tuple[str, int | None, str]] = []
     for res in job.results:
         by_round.setdefault(res.round_num, {})[res.site] = res
     round_rows = {r.number: r for r in job.rounds}
@@ -132,14 +137,14 @@ def build(job: Job, owner: str, store: ArtifactStore, logs: dict[str, list[tuple
         rnd = round_rows.get(number)
         cells = []
         for site in job.sites:
-            res = by_round.get(number, {}).get(site)
-            if res is None:
+            found = by_round.get(number, {}).get(site)
+            if found is None:
                 cells.append(("waiting" if rnd is None else "idle", ""))
             else:
-                title = plain_error(res.error) if res.error else ""
-                if res.train_s is not None and not title:
-                    title = f"trained {res.train_s:.1f} s on {res.samples or 0} samples"
-                cells.append((res.status.value, title))
+                title = plain_error(found.error) if found.error else ""
+                if found.train_s is not None and not title:
+                    title = f"trained {found.train_s:.1f} s on {found.samples or 0} samples"
+                cells.append((found.status.value, title))
         timings = (rnd.timings if rnd else None) or {}
         rows.append(
             RoundRow(
@@ -163,7 +168,6 @@ def build(job: Job, owner: str, store: ArtifactStore, logs: dict[str, list[tuple
             line = f"{res.site}, round {res.round_num}: {plain_error(res.error)}"
             if not any(plain_error(res.error) in e for e in errors):
                 errors.append(line)
-    log_rows = []
     for site in job.sites:
         entries = [(r, t) for r, t in logs.get(site, []) if t]
         if entries:

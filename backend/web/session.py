@@ -63,7 +63,12 @@ class WebSession:
         )
 
     def sign_out(self) -> None:
-        self.user_id, self.csrf, self.draft_id, self.dirty = None, secrets.token_urlsafe(24), None, True
+        self.user_id, self.csrf, self.draft_id, self.dirty = (
+            None,
+            secrets.token_urlsafe(24),
+            None,
+            True,
+        )
 
 
 def _key(request: Request) -> bytes:
@@ -118,7 +123,10 @@ def save_session(request: Request, response: Response) -> Response:
     """Write the cookie when the session is new or changed."""
     sess = load_session(request)
     if sess.dirty:
-        value = encode(_key(request), {"uid": sess.user_id, "csrf": sess.csrf, "iat": sess.issued, "draft": sess.draft_id})
+        value = encode(
+            _key(request),
+            {"uid": sess.user_id, "csrf": sess.csrf, "iat": sess.issued, "draft": sess.draft_id},
+        )
         response.set_cookie(
             COOKIE,
             value,

@@ -38,7 +38,9 @@ def screenshots() -> Path:
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; never `playwright install`)")
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} (apt-get install chromium; never `playwright install`)"
+        )
     from resonfl.platform.local import LocalPlatform
     from resonfl.platform.supervise import free_port
 

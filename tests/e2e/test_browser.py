@@ -30,7 +30,9 @@ def _next(page: Any) -> None:
     page.wait_for_load_state("domcontentloaded")
 
 
-def test_sign_in_to_downloaded_checkpoint(platform: Any, page: Any, screenshots: Path, tmp_path: Path) -> None:
+def test_sign_in_to_downloaded_checkpoint(
+    platform: Any, page: Any, screenshots: Path, tmp_path: Path
+) -> None:
     page.goto(f"{platform.url}/jobs")
     assert "/login" in page.url
     page.get_by_label("Email").fill(EMAIL)

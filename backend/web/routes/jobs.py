@@ -22,8 +22,9 @@ router = APIRouter(tags=["web"], include_in_schema=False)
 
 def _emails(session: Session, jobs: list[Job]) -> dict[int, str]:
     ids = {j.owner_id for j in jobs}
-    rows = session.scalars(select(User).where(User.id.in_(ids))) if ids else []
-    return {u.id: u.email for u in rows}
+    if not ids:
+        return {}
+    return {u.id: u.email for u in session.scalars(select(User).where(User.id.in_(ids)))}
 
 
 def _not_found(request: Request, user: User, exc: NotFound) -> Response:
@@ -44,7 +45,9 @@ def read_jobs(request: Request, user: WebUser, session: SessionDep) -> Response:
         }
         for j in jobs
     ]
-    return render(request, "pages/jobs.html", {"user": user, "nav": "jobs", "rows": rows, "count": count})
+    return render(
+        request, "pages/jobs.html", {"user": user, "nav": "jobs", "rows": rows, "count": count}
+    )
 
 
 def _view(session: Session, store: ArtifactStore, user: User, job_id: int) -> job_view.JobView:
@@ -54,7 +57,9 @@ def _view(session: Session, store: ArtifactStore, user: User, job_id: int) -> jo
 
 
 @router.get("/jobs/{job_id}")
-def read_job(request: Request, user: WebUser, session: SessionDep, store: StoreDep, job_id: int) -> Response:
+def read_job(
+    request: Request, user: WebUser, session: SessionDep, store: StoreDep, job_id: int
+) -> Response:
     try:
         view = _view(session, store, user, job_id)
     except NotFound as exc:
@@ -64,7 +69,9 @@ def read_job(request: Request, user: WebUser, session: SessionDep, store: StoreD
 
 
 @router.get("/jobs/{job_id}/live")
-def read_job_live(request: Request, user: WebUser, session: SessionDep, store: StoreDep, job_id: int) -> Response:
+def read_job_live(
+    request: Request, user: WebUser, session: SessionDep, store: StoreDep, job_id: int
+) -> Response:
     """The live region alone. Once the job has ended it is rendered without its poller, and
     HX-Trigger tells the page, so polling stops."""
     try:
@@ -101,7 +108,9 @@ def read_job_log(
     return render(request, "pages/job_log.html", context)
 
 
-def _download(session: Session, store: ArtifactStore, user: User, job_id: int, round_num: int | None) -> FileResponse:
+def _download(
+    session: Session, store: ArtifactStore, user: User, job_id: int, round_num: int | None
+) -> FileResponse:
     path = job_service.model_file(session, store, user, job_id, round_num)
     job = job_service.get_job_for(session, user, job_id)
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in job.name)
@@ -110,7 +119,9 @@ def _download(session: Session, store: ArtifactStore, user: User, job_id: int, r
 
 
 @router.get("/jobs/{job_id}/download")
-def download_checkpoint(request: Request, user: WebUser, session: SessionDep, store: StoreDep, job_id: int) -> Response:
+def download_checkpoint(
+    request: Request, user: WebUser, session: SessionDep, store: StoreDep, job_id: int
+) -> Response:
     try:
         return _download(session, store, user, job_id, None)
     except NotFound as exc:
@@ -119,7 +130,12 @@ def download_checkpoint(request: Request, user: WebUser, session: SessionDep, st
 
 @router.get("/jobs/{job_id}/rounds/{round_num}/download")
 def download_round(
-    request: Request, user: WebUser, session: SessionDep, store: StoreDep, job_id: int, round_num: int
+    request: Request,
+    user: WebUser,
+    session: SessionDep,
+    store: StoreDep,
+    job_id: int,
+    round_num: int,
 ) -> Response:
     try:
         return _download(session, store, user, job_id, round_num)

@@ -22,7 +22,9 @@ router = APIRouter(tags=["web"], include_in_schema=False)
 
 
 def _context(session: Session, user: User, timeout_s: float) -> dict[str, object]:
-    running = session.scalars(select(Job).where(Job.status.in_([JobStatus.RUNNING, JobStatus.QUEUED])))
+    running = session.scalars(
+        select(Job).where(Job.status.in_([JobStatus.RUNNING, JobStatus.QUEUED]))
+    )
     busy: dict[str, list[Job]] = {}
     for job in running:
         for site in job.sites:
@@ -35,8 +37,12 @@ def _context(session: Session, user: User, timeout_s: float) -> dict[str, object
 
 
 @router.get("/sites")
-def read_sites(request: Request, user: WebUser, session: SessionDep, settings: SettingsDep) -> Response:
-    return render(request, "pages/sites.html", _context(session, user, settings.site_heartbeat_timeout_s))
+def read_sites(
+    request: Request, user: WebUser, session: SessionDep, settings: SettingsDep
+) -> Response:
+    return render(
+        request, "pages/sites.html", _context(session, user, settings.site_heartbeat_timeout_s)
+    )
 
 
 @router.post("/sites", dependencies=[CsrfChecked])
@@ -54,7 +60,9 @@ def register_site(
         context["errors"] = {"name": "only an admin can register sites"}
         return render(request, "pages/sites.html", context, status_code=403)
     if not SITE_NAME_RE.fullmatch(name):
-        context["errors"] = {"name": "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"}
+        context["errors"] = {
+            "name": "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        }
         return render(request, "pages/sites.html", context, status_code=422)
     try:
         site, token = accounts.register_site(session, name)

@@ -49,7 +49,11 @@ def _draft(request: Request, user: User, draft_id: str) -> Draft | None:
 
 
 def _not_found(request: Request, user: User) -> Response:
-    context = {"user": user, "title": "Draft not found", "message": "This job draft does not exist or is not yours."}
+    context = {
+        "user": user,
+        "title": "Draft not found",
+        "message": "This job draft does not exist or is not yours.",
+    }
     return render(request, "pages/error.html", context, status_code=404)
 
 
@@ -101,7 +105,9 @@ async def save_step(
     if nav == "back" and index > 0:
         return redirect(request, f"/wizard/{draft.id}/{STEPS[index - 1]}")
     if errors or nav != "next":
-        return _render_step(request, user, session, draft, step, errors, status_code=422 if errors else 200)
+        return _render_step(
+            request, user, session, draft, step, errors, status_code=422 if errors else 200
+        )
     return redirect(request, f"/wizard/{draft.id}/{STEPS[index + 1]}")
 
 
@@ -148,7 +154,11 @@ def _step_errors(request: Request, session: Session, draft: Draft, step: str) ->
     fed, errors = drafts.federation_config(drafts.federation_raw(draft, registered), registered)
     if step == "federation":
         return errors
-    sites = fed.sites if fed is not None else drafts.selected_sites(drafts.federation_raw(draft, registered))
+    sites = (
+        fed.sites
+        if fed is not None
+        else drafts.selected_sites(drafts.federation_raw(draft, registered))
+    )
     return drafts.data_errors(store, draft, sites)
 
 
@@ -238,7 +248,9 @@ def _save_data(
     errors: Errors = {}
     upload_file = form.get("requirements_file")
     if isinstance(upload_file, UploadFile) and upload_file.filename:
-        raw["requirements"] = upload_file.file.read(256 * 1024).decode("utf-8", errors="replace").strip()
+        raw["requirements"] = (
+            upload_file.file.read(256 * 1024).decode("utf-8", errors="replace").strip()
+        )
     folder = drafts.shards_dir(store, draft)
     for site in sites:
         upload = form.get(f"shard__{site}")
@@ -251,7 +263,9 @@ def _save_data(
     return drafts.data_errors(store, draft, sites)
 
 
-def _extract_shard(folder: Path, draft: Draft, site: str, upload: UploadFile, request: Request) -> Errors:
+def _extract_shard(
+    folder: Path, draft: Draft, site: str, upload: UploadFile, request: Request
+) -> Errors:
     target = folder / site
     staging = folder / f".{site}.new"
     shutil.rmtree(staging, ignore_errors=True)
@@ -276,7 +290,9 @@ def _generate(store: DraftStore, draft: Draft, raw: dict[str, str], sites: list[
 
     info = drafts.example_or_none(draft.raw.get("model", {}))
     if info is None:
-        return {"mode": "generating shards needs a catalog example (Model step); upload shards instead"}
+        return {
+            "mode": "generating shards needs a catalog example (Model step); upload shards instead"
+        }
     if raw["split"] not in ("iid", "dirichlet"):
         return {"split": "choose IID or Dirichlet"}
     try:
@@ -289,9 +305,11 @@ def _generate(store: DraftStore, draft: Draft, raw: dict[str, str], sites: list[
         seed = int(raw["seed"] or "0")
     except ValueError:
         return {"seed": "a whole number"}
-    how = f"generated from {info.name}: {raw['split']}" + (
-        f" (alpha {alpha:g})" if raw["split"] == "dirichlet" else ""
-    ) + f", seed {seed}"
+    how = (
+        f"generated from {info.name}: {raw['split']}"
+        + (f" (alpha {alpha:g})" if raw["split"] == "dirichlet" else "")
+        + f", seed {seed}"
+    )
     folder = drafts.shards_dir(store, draft)
     if all(draft.shards.get(s) == how and (folder / s).is_dir() for s in sites):
         return {}
@@ -318,7 +336,13 @@ def _training_notes(draft: Draft, raw: dict[str, str]) -> list[Any]:
 
 def _nav(draft: Draft, step: str) -> list[dict[str, Any]]:
     return [
-        {"key": s, "title": STEP_TITLES[s], "current": s == step, "saved": s in draft.saved, "n": i + 1}
+        {
+            "key": s,
+            "title": STEP_TITLES[s],
+            "current": s == step,
+            "saved": s in draft.saved,
+            "n": i + 1,
+        }
         for i, s in enumerate(STEPS)
     ]
 
@@ -368,8 +392,8 @@ def _render_step(
             notes=federation_notes(raw, model.source if model else ""),
         )
     elif step == "data":
-        registered = _registered(session)
-        fed, _ = drafts.federation_config(drafts.federation_raw(draft, registered), registered)
+        names = _registered(session)
+        fed, _ = drafts.federation_config(drafts.federation_raw(draft, names), names)
         folder = drafts.shards_dir(store, draft)
         sites = fed.sites if fed else []
         context.update(
@@ -392,7 +416,9 @@ def _training_fields() -> list[tuple[str, list[FieldSpec]]]:
         "Environment": ["extra"],
     }  # fmt: skip
     by_name = {f.name: f for f in fields_of(TrainingConfig)}
-    out = [(title, [by_name.pop(n) for n in names if n in by_name]) for title, names in groups.items()]
+    out = [
+        (title, [by_name.pop(n) for n in names if n in by_name]) for title, names in groups.items()
+    ]
     if by_name:  # a field added to TrainingConfig later still gets an input
         out.append(("More", list(by_name.values())))
     return out
@@ -419,7 +445,9 @@ def _review(request: Request, user: User, session: Session, draft: Draft) -> Res
 
 
 @router.get("/wizard/{draft_id}/review/job.zip")
-def download_job_folder(request: Request, user: WebUser, session: SessionDep, draft_id: str) -> Response:
+def download_job_folder(
+    request: Request, user: WebUser, session: SessionDep, draft_id: str
+) -> Response:
     draft = _draft(request, user, draft_id)
     if draft is None:
         return _not_found(request, user)

@@ -42,7 +42,10 @@ def settings(tmp_path: Path) -> Settings:
     url = f"sqlite:///{tmp_path / 'resonfl.db'}"
     upgrade_head(url)
     return Settings(
-        environment="test", secret_key="web-test-secret", data_dir=tmp_path / "data", database_url=url
+        environment="test",
+        secret_key="web-test-secret",
+        data_dir=tmp_path / "data",
+        database_url=url,
     )
 
 
@@ -93,7 +96,13 @@ def sign_in(client: TestClient, email: str = "admin@example.org", password: str 
     """Sign in through the form; return the session's CSRF token."""
     page = client.get("/login")
     response = client.post(
-        "/login", data={"email": email, "password": password, "next": "/jobs", "csrf_token": csrf_of(page.text)}
+        "/login",
+        data={
+            "email": email,
+            "password": password,
+            "next": "/jobs",
+            "csrf_token": csrf_of(page.text),
+        },
     )
     assert response.status_code == 303, response.text
     return csrf_of(client.get("/jobs").text)

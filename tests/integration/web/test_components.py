@@ -28,7 +28,11 @@ def test_highlighting_keeps_every_byte_of_the_job_scripts() -> None:
 
 def test_charts_are_valid_svg_with_a_fixed_viewbox() -> None:
     charts = [
-        line_chart("Val loss", [Series("site-1", [(0, 2.3), (1, 1.7)]), Series("global", [(0, 2.2)], dashed=True)], 3),
+        line_chart(
+            "Val loss",
+            [Series("site-1", [(0, 2.3), (1, 1.7)]), Series("global", [(0, 2.2)], dashed=True)],
+            3,
+        ),
         line_chart("Empty", [], 3),
         stacked_bars("Time", [(0, 3.0, 9.5), (1, 4.0, 6.0)], 3),
     ]

@@ -19,7 +19,9 @@ def test_pages_redirect_to_sign_in_when_signed_out(client: TestClient) -> None:
 
 def test_sign_in_with_a_wrong_password_shows_the_error(client: TestClient, admin: Any) -> None:
     token = csrf_of(client.get("/login").text)
-    response = client.post("/login", data={"email": "admin@example.org", "password": "nope", "csrf_token": token})
+    response = client.post(
+        "/login", data={"email": "admin@example.org", "password": "nope", "csrf_token": token}
+    )
     assert response.status_code == 400
     assert "Wrong email or password." in response.text
     assert 'value="admin@example.org"' in response.text
@@ -45,10 +47,18 @@ def test_sign_in_then_out(client: TestClient, admin: Any) -> None:
     assert client.get("/jobs").status_code == 303
 
 
-def test_sign_in_keeps_the_page_asked_for_but_not_another_host(client: TestClient, admin: Any) -> None:
+def test_sign_in_keeps_the_page_asked_for_but_not_another_host(
+    client: TestClient, admin: Any
+) -> None:
     token = csrf_of(client.get("/login?next=/sites").text)
     response = client.post(
-        "/login", data={"email": "admin@example.org", "password": PASSWORD, "next": "//evil.example/x", "csrf_token": token}
+        "/login",
+        data={
+            "email": "admin@example.org",
+            "password": PASSWORD,
+            "next": "//evil.example/x",
+            "csrf_token": token,
+        },
     )
     assert response.headers["location"] == "/jobs"
 
@@ -68,13 +78,17 @@ def test_admin_registers_a_site_and_sees_its_token_once(client: TestClient, sign
     assert "hospital-a" in again.text and "rfl_s_" not in again.text
 
 
-def test_registering_a_bad_site_name_shows_the_error_beside_the_field(client: TestClient, signed_in: str) -> None:
+def test_registering_a_bad_site_name_shows_the_error_beside_the_field(
+    client: TestClient, signed_in: str
+) -> None:
     response = client.post("/sites", data={"name": "bad name!", "csrf_token": signed_in})
     assert response.status_code == 422
     assert 'id="name-error"' in response.text and 'aria-invalid="true"' in response.text
 
 
-def test_a_user_who_is_not_admin_cannot_register_sites(client: TestClient, session: Session, admin: Any) -> None:
+def test_a_user_who_is_not_admin_cannot_register_sites(
+    client: TestClient, session: Session, admin: Any
+) -> None:
     from backend.services import accounts
 
     accounts.create_user(session, "bob@example.org", PASSWORD)
@@ -89,7 +103,9 @@ def test_static_htmx_is_served_locally(client: TestClient) -> None:
     assert client.get("/static/app.css").status_code == 200
 
 
-def test_every_input_on_the_wizard_pages_has_a_label(client: TestClient, signed_in: str, sites: list[str]) -> None:
+def test_every_input_on_the_wizard_pages_has_a_label(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
     import re
 
     from test_wizard import walk_to
@@ -110,7 +126,9 @@ def test_sign_in_with_an_api_token(client: TestClient, session: Session) -> None
 
     token = accounts.ensure_admin(session, "admin@localhost")
     csrf = csrf_of(client.get("/login").text)
-    assert client.post("/login", data={"token": "rfl_u_wrong", "csrf_token": csrf}).status_code == 400
+    assert (
+        client.post("/login", data={"token": "rfl_u_wrong", "csrf_token": csrf}).status_code == 400
+    )
     response = client.post("/login", data={"token": token, "csrf_token": csrf})
     assert response.status_code == 303
     assert "admin@localhost" in client.get("/jobs").text

@@ -22,7 +22,12 @@ from resonfl.job import Job
 
 MODEL = {"name": "digits-web", "source": "example", "example": "digits"}
 TRAINING_CHANGES = {"local_steps": "5", "batch_size": "32"}
-FEDERATION = {"num_rounds": "2", "sites": ["site-1", "site-2"], "workflow": "scatter_and_gather", "aggregator": "fedavg"}
+FEDERATION = {
+    "num_rounds": "2",
+    "sites": ["site-1", "site-2"],
+    "workflow": "scatter_and_gather",
+    "aggregator": "fedavg",
+}
 DATA = {"mode": "generate", "split": "iid", "alpha": "0.5", "seed": "0"}
 
 
@@ -32,7 +37,9 @@ def _draft_url(client: TestClient) -> str:
     return response.headers["location"].rsplit("/", 1)[0]
 
 
-def _post(client: TestClient, url: str, csrf: str, data: dict[str, Any], nav: str = "next", **kw: Any) -> Any:
+def _post(
+    client: TestClient, url: str, csrf: str, data: dict[str, Any], nav: str = "next", **kw: Any
+) -> Any:
     return client.post(url, data={**data, "csrf_token": csrf, "nav": nav}, **kw)
 
 
@@ -78,7 +85,9 @@ def _error(html_text: str, field: str) -> str:
     return html.unescape(match.group(1))
 
 
-def test_model_step_rejects_a_model_def_without_the_train_function(client: TestClient, signed_in: str) -> None:
+def test_model_step_rejects_a_model_def_without_the_train_function(
+    client: TestClient, signed_in: str
+) -> None:
     base = _draft_url(client)
     source = b"import torch\nclass Net(torch.nn.Module):\n    pass\n"
     response = _post(
@@ -90,7 +99,9 @@ def test_model_step_rejects_a_model_def_without_the_train_function(client: TestC
     assert "Uploaded: model_def.py" in response.text
 
 
-def test_model_step_rejects_a_checkpoint_that_is_not_a_state_dict(client: TestClient, signed_in: str) -> None:
+def test_model_step_rejects_a_checkpoint_that_is_not_a_state_dict(
+    client: TestClient, signed_in: str
+) -> None:
     base = _draft_url(client)
     response = _post(
         client, f"{base}/model", signed_in, MODEL,
@@ -100,9 +111,13 @@ def test_model_step_rejects_a_checkpoint_that_is_not_a_state_dict(client: TestCl
     assert "weights_only" in _error(response.text, "checkpoint")
 
 
-def test_training_step_shows_each_error_beside_its_field(client: TestClient, signed_in: str, sites: list[str]) -> None:
+def test_training_step_shows_each_error_beside_its_field(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
     page = walk_to(client, signed_in, "training")
-    data = _training_form(client, page.base, {"lr": "-1", "batch_size": "many", "extra": "not a pair"})
+    data = _training_form(
+        client, page.base, {"lr": "-1", "batch_size": "many", "extra": "not a pair"}
+    )
     response = _post(client, f"{page.base}/training", signed_in, data)
     assert response.status_code == 422
     assert "greater than 0" in _error(response.text, "lr")
@@ -111,43 +126,77 @@ def test_training_step_shows_each_error_beside_its_field(client: TestClient, sig
     assert 'value="many"' in response.text  # what was typed stays
 
 
-def test_training_guidance_computes_the_ema_trap_from_the_values(client: TestClient, signed_in: str, sites: list[str]) -> None:
+def test_training_guidance_computes_the_ema_trap_from_the_values(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
     page = walk_to(client, signed_in, "training")
-    data = _training_form(client, page.base, {"ema_decay": "0.999", "local_steps": "148", "ema_persist": ""})
+    data = _training_form(
+        client, page.base, {"ema_decay": "0.999", "local_steps": "148", "ema_persist": ""}
+    )
     data.pop("ema_persist", None)
-    response = client.post(f"{page.base}/training/guidance", data=data, headers={"X-CSRF-Token": signed_in, "HX-Request": "true"})
+    response = client.post(
+        f"{page.base}/training/guidance",
+        data=data,
+        headers={"X-CSRF-Token": signed_in, "HX-Request": "true"},
+    )
     assert response.status_code == 200
     assert "0.999^148 = 0.86" in response.text and "14%" in response.text
 
 
-def test_federation_step_rejects_min_clients_above_the_sites(client: TestClient, signed_in: str, sites: list[str]) -> None:
+def test_federation_step_rejects_min_clients_above_the_sites(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
     page = walk_to(client, signed_in, "federation")
-    response = _post(client, f"{page.base}/federation", signed_in, {**FEDERATION, "min_clients": "5"})
+    response = _post(
+        client, f"{page.base}/federation", signed_in, {**FEDERATION, "min_clients": "5"}
+    )
     assert response.status_code == 422
     assert "exceeds the number of sites" in _error(response.text, "min_clients")
 
 
-def test_federation_step_validates_aggregator_arguments(client: TestClient, signed_in: str, sites: list[str]) -> None:
+def test_federation_step_validates_aggregator_arguments(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
     page = walk_to(client, signed_in, "federation")
-    response = _post(client, f"{page.base}/federation", signed_in, {**FEDERATION, "aggregator": "fedprox", "mu": "-1"})
+    response = _post(
+        client,
+        f"{page.base}/federation",
+        signed_in,
+        {**FEDERATION, "aggregator": "fedprox", "mu": "-1"},
+    )
     assert response.status_code == 422
     assert "greater than or equal to 0" in _error(response.text, "mu")
-    response = _post(client, f"{page.base}/federation", signed_in, {**FEDERATION, "aggregator": "hierarchical", "groups": "east: site-1"})
+    response = _post(
+        client,
+        f"{page.base}/federation",
+        signed_in,
+        {**FEDERATION, "aggregator": "hierarchical", "groups": "east: site-1"},
+    )
     assert "site-2" in _error(response.text, "groups")
 
 
-def test_fedopt_warns_when_the_model_has_batchnorm(client: TestClient, signed_in: str, sites: list[str], tiny_model_def: str) -> None:
+def test_fedopt_warns_when_the_model_has_batchnorm(
+    client: TestClient, signed_in: str, sites: list[str], tiny_model_def: str
+) -> None:
     base = _draft_url(client)
     response = _post(
         client, f"{base}/model", signed_in, {**MODEL, "source": "upload", "class_name": "Net"},
         files={"model_def": ("model_def.py", io.BytesIO(tiny_model_def.encode()), "text/x-python")},
     )  # fmt: skip
     assert response.status_code == 303, response.text
-    response = _post(client, f"{base}/federation", signed_in, {**FEDERATION, "aggregator": "fedopt_adam"}, nav="save")
+    response = _post(
+        client,
+        f"{base}/federation",
+        signed_in,
+        {**FEDERATION, "aggregator": "fedopt_adam"},
+        nav="save",
+    )
     assert "FedOpt and BatchNorm" in response.text
 
 
-def test_data_step_rejects_a_shard_that_is_not_a_zip(client: TestClient, signed_in: str, sites: list[str]) -> None:
+def test_data_step_rejects_a_shard_that_is_not_a_zip(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
     page = walk_to(client, signed_in, "data")
     response = _post(
         client, f"{page.base}/data", signed_in, {**DATA, "mode": "upload"},
@@ -157,7 +206,9 @@ def test_data_step_rejects_a_shard_that_is_not_a_zip(client: TestClient, signed_
     assert "not a zip file" in _error(response.text, "shard__site-1")
 
 
-def test_back_and_next_keep_what_was_typed(client: TestClient, signed_in: str, sites: list[str]) -> None:
+def test_back_and_next_keep_what_was_typed(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
     page = walk_to(client, signed_in, "training")
     data = _training_form(client, page.base, {"lr": "0.0123", "weight_decay": "oops"})
     assert _post(client, f"{page.base}/training", signed_in, data, nav="back").status_code == 303
@@ -184,7 +235,11 @@ def test_review_shows_the_six_files_byte_identical_to_the_sdk(
     page = walk_to(client, signed_in, "review")
     shown = {
         name: html.unescape(re.sub(r"<[^>]+>", "", body))
-        for name, body in re.findall(r'<pre class="code" tabindex="0" data-file="([^"]+)"><code>(.*?)</code></pre>', page.text, re.S)
+        for name, body in re.findall(
+            r'<pre class="code" tabindex="0" data-file="([^"]+)"><code>(.*?)</code></pre>',
+            page.text,
+            re.S,
+        )
     }
     expected = _sdk_job(tmp_path).rendered_files()
     assert list(shown) == list(expected)
@@ -211,7 +266,7 @@ def test_submit_creates_the_job_and_opens_its_page(
     assert ("start", job_id) in dispatcher.sent
     page = client.get(job_url)
     assert page.status_code == 200
-    assert 'hx-get="/jobs/%d/live"' % job_id in page.text
+    assert f'hx-get="/jobs/{job_id}/live"' in page.text
     assert "Cancel job" in page.text
     assert client.get("/jobs").text.count(f"/jobs/{job_id}") >= 1
 
@@ -230,7 +285,9 @@ def test_the_live_region_stops_polling_once_the_job_ended(
     from backend.models import JobStatus
 
     page = walk_to(client, signed_in, "review")
-    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers["location"]
+    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers[
+        "location"
+    ]
     row = session.get(JobRow, int(job_url.rsplit("/", 1)[1]))
     assert row is not None
     row.status = JobStatus(status)
@@ -241,9 +298,13 @@ def test_the_live_region_stops_polling_once_the_job_ended(
     assert (live.headers.get("HX-Trigger") == "job-ended") == (status == "finished")
 
 
-def test_cancel_from_the_job_page(client: TestClient, signed_in: str, sites: list[str], session: Session, dispatcher: Any) -> None:
+def test_cancel_from_the_job_page(
+    client: TestClient, signed_in: str, sites: list[str], session: Session, dispatcher: Any
+) -> None:
     page = walk_to(client, signed_in, "review")
-    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers["location"]
+    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers[
+        "location"
+    ]
     job_id = int(job_url.rsplit("/", 1)[1])
     assert client.post(f"{job_url}/cancel", data={}).status_code == 403  # no CSRF token
     assert client.post(f"{job_url}/cancel", data={"csrf_token": signed_in}).status_code == 303
@@ -253,8 +314,12 @@ def test_cancel_from_the_job_page(client: TestClient, signed_in: str, sites: lis
     assert "cancelled by admin@example.org" in after
 
 
-def test_download_before_the_job_finished_says_so(client: TestClient, signed_in: str, sites: list[str]) -> None:
+def test_download_before_the_job_finished_says_so(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
     page = walk_to(client, signed_in, "review")
-    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers["location"]
+    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers[
+        "location"
+    ]
     response = client.get(f"{job_url}/download")
     assert response.status_code == 404 and "not available" in response.text
