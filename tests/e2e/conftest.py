@@ -44,11 +44,12 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from resonfl.platform.local import LocalPlatform
     from resonfl.platform.supervise import free_port
 
+    redis_url = _private_redis_db(os.environ.get("RESONFL_TEST_REDIS_URL"))
     plat = LocalPlatform(
         data_dir=tmp_path_factory.mktemp("e2e-platform"),
         port=free_port(),
         sites=2,
-        redis_url=os.environ.get("RESONFL_TEST_REDIS_URL") or None,
+        redis_url=redis_url,
         secret_key="e2e-test-secret",
         heartbeat_s=1.0,
         heartbeat_timeout_s=8.0,
@@ -61,7 +62,29 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield plat
     finally:
         plat.stop()
+        if redis_url:
+            import redis
+
+            redis.Redis.from_url(redis_url).flushdb()
         shutil.copytree(plat.log_dir, output_dir() / "e2e-platform-logs", dirs_exist_ok=True)
+
+
+def _private_redis_db(base: str | None) -> str | None:
+    """An empty db index on a shared Redis (other platforms in this run use theirs), or None
+    for the embedded redis-server. Site queues are named after sites, so sharing a db with
+    another platform's site-1 would cross their messages."""
+    if not base:
+        return None
+    import random
+
+    import redis
+
+    root = base.rsplit("/", 1)[0] if base.count("/") > 2 else base
+    for index in random.sample(range(1, 16), 15):
+        url = f"{root}/{index}"
+        if redis.Redis.from_url(url).dbsize() == 0:
+            return url
+    pytest.skip("no empty Redis db index on RESONFL_TEST_REDIS_URL")
 
 
 def _create_user(database_url: str | None) -> None:
