@@ -160,7 +160,7 @@ async def check_csrf(request: Request) -> None:
         form = await request.form()
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
-    if not sent or sess.dirty and sess.user_id is None and not request.cookies.get(COOKIE):
+    if not sent:
         raise CsrfRejected("missing CSRF token")
     if not hmac.compare_digest(sent, sess.csrf):
         raise CsrfRejected("CSRF token does not match this session")

@@ -505,6 +505,8 @@ def submit_draft(
         shutil.rmtree(scratch, ignore_errors=True)
     draft.job_id = row.id
     _store(request).save(draft)
+    # the job's workspace holds its own copy now; keep draft.json only
+    shutil.rmtree(drafts.shards_dir(_store(request), draft), ignore_errors=True)
     load_session(request).set_draft(None)
     return redirect(request, f"/jobs/{row.id}")
 
