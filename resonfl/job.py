@@ -226,9 +226,12 @@ class Job(BaseModel):
         return resolve_class(fed.aggregator_path, Aggregator)(fed.aggregator_args)
 
     @classmethod
-    def load(cls, directory: str | Path) -> Job:
-        """Read a job folder back into a Job (the inverse of `render`), validating it."""
-        return validate_job_dir(directory)
+    def load(cls, directory: str | Path, site: str | None = None) -> Job:
+        """Read a job folder back into a Job (the inverse of `render`), validating it.
+
+        ``site``: load one site's view of the job (a site's bundle holds only its own shard).
+        """
+        return validate_job_dir(directory, site=site)
 
 
 def _model_component(model: ModelConfig) -> dict[str, Any]:
@@ -375,8 +378,11 @@ def _pydantic(file: str, prefix: str, build: Any) -> Any:
         raise JobValidationError(file, field, err["msg"]) from None
 
 
-def validate_job_dir(directory: str | Path) -> Job:
-    """Load and validate a job folder; raise JobValidationError naming the file and field."""
+def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
+    """Load and validate a job folder; raise JobValidationError naming the file and field.
+
+    With ``site``, only that site's shard is expected (and kept): a site's view of the job.
+    """
     folder = Path(directory)
     if not folder.is_dir():
         raise JobValidationError(str(folder), "", "job folder not found")
@@ -454,12 +460,16 @@ def validate_job_dir(directory: str | Path) -> Job:
             if line.strip() and not line.strip().startswith("#")
         ]
     shards: dict[str, Path] = {}
-    for site, rel in (meta.get("shards") or {}).items():
-        if not isinstance(site, str) or not SITE_NAME_RE.fullmatch(site):
-            raise JobValidationError(META, "shards", f"bad site name {site!r}")
-        if rel != f"{SHARDS_DIR}/{site}":
-            raise JobValidationError(META, f"shards.{site}", f"must be {SHARDS_DIR}/{site}")
-        shards[site] = folder / rel
+    for owner, rel in (meta.get("shards") or {}).items():
+        if not isinstance(owner, str) or not SITE_NAME_RE.fullmatch(owner):
+            raise JobValidationError(META, "shards", f"bad site name {owner!r}")
+        if rel != f"{SHARDS_DIR}/{owner}":
+            raise JobValidationError(META, f"shards.{owner}", f"must be {SHARDS_DIR}/{owner}")
+        shards[owner] = folder / rel
+    if site is not None:
+        if site not in sites:
+            raise JobValidationError(META, "sites", f"site {site!r} is not part of this job")
+        shards = {s: p for s, p in shards.items() if s == site}
 
     job = _pydantic(
         META,

@@ -180,7 +180,7 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
 
     started = time.monotonic()
     job_dir = _ensure_bundle(api, cfg, job_id)
-    job = Job.load(job_dir)
+    job = Job.load(job_dir, site=cfg.site)
     fed = job.federation
     gpus = cfg.visible_gpus()
     if fed.gpus_per_site > len(gpus):
@@ -248,7 +248,6 @@ def _ensure_bundle(api: SiteAPI, cfg: SiteConfig, job_id: int) -> Path:
     try:
         api.download(f"/site/jobs/{job_id}/bundle", zpath)
         _safe_extract(zpath, staging)
-        _placeholder_shards(staging)
         try:
             staging.rename(folder)
         except OSError:
@@ -258,16 +257,6 @@ def _ensure_bundle(api: SiteAPI, cfg: SiteConfig, job_id: int) -> Path:
         zpath.unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-def _placeholder_shards(job_dir: Path) -> None:
-    """The bundle holds only this site's shard; meta.json lists every site's, and loading the
-    job checks each is a folder. Empty folders stand in for the others' (never read here)."""
-    meta = json.loads((job_dir / "meta.json").read_text(encoding="utf-8"))
-    for rel in (meta.get("shards") or {}).values():
-        target = (job_dir / str(rel)).resolve()
-        if target.is_relative_to(job_dir.resolve()):
-            target.mkdir(parents=True, exist_ok=True)
 
 
 def _data_root(api: SiteAPI, cfg: SiteConfig, job_id: int, job_dir: Path) -> Path:

@@ -95,6 +95,7 @@ def run_sandboxed(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_die_with_parent,
         )
         try:
             returncode = proc.wait(timeout=timeout_s)
@@ -109,6 +110,20 @@ def run_sandboxed(
             # A job may leave children behind in its session; never let them outlive the run.
             _kill_group(proc.pid)
     return SandboxRun(returncode, _read_log(log_path), time.monotonic() - started)
+
+
+def _die_with_parent() -> None:
+    """Linux: the job process gets SIGKILL when the worker that started it dies (even by
+    SIGKILL), so a killed site worker never leaves a job training on behind its back."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _kill_group(pid: int) -> None:

@@ -119,3 +119,18 @@ def test_workflow_args_are_checked_at_load(tiny_model_def: str) -> None:
     with pytest.raises(JobValidationError) as err:
         make_job(tiny_model_def, workflow_args={"bogus": 1}).validate()
     assert err.value.field == "workflows[0].args"
+
+
+def test_a_site_loads_its_own_view_without_the_other_shards(tmp_path: Path, tiny_model_def: str) -> None:
+    for site in ("site-1", "site-2"):
+        (tmp_path / "data" / site).mkdir(parents=True)
+    job = make_job(tiny_model_def)
+    job.shards = {s: tmp_path / "data" / s for s in ("site-1", "site-2")}
+    out = job.render(tmp_path / "job")
+    import shutil
+
+    shutil.rmtree(out / "shards" / "site-2")  # what a site's bundle looks like
+
+    with pytest.raises(JobValidationError):
+        Job.load(out)
+    assert set(Job.load(out, site="site-1").shards) == {"site-1"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -104,3 +105,25 @@ def test_persistor_refuses_a_pickle_with_code(tmp_path: Path) -> None:
 
     with pytest.raises(PersistorError, match="weights-only"):
         load_state_dict_file(path)
+
+
+def test_job_process_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    pidfile = tmp_path / "job.pid"
+    job_code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    starter = tmp_path / "starter.py"
+    starter.write_text(
+        "import sys, pathlib\n"
+        "from resonfl.runner import run_sandboxed\n"
+        f"run_sandboxed([sys.executable, '-c', {job_code!r}], pathlib.Path({str(tmp_path / 'w')!r}), 120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(starter)])
+    deadline = time.monotonic() + 30
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    job_pid = int(pidfile.read_text())
+
+    parent.kill()  # SIGKILL: no cleanup code runs in the parent
+    parent.wait()
+    time.sleep(1)
+
+    assert not _alive(job_pid)
