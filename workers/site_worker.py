@@ -260,7 +260,8 @@ def _ensure_bundle(api: SiteAPI, cfg: SiteConfig, job_id: int) -> Path:
 
 
 def _data_root(api: SiteAPI, cfg: SiteConfig, job_id: int, job_dir: Path) -> Path:
-    """This site's shard: inside the bundle, else the uploaded shard zip, else empty."""
+    """This site's shard: inside the bundle, else the uploaded shard zip, else the site's own
+    data in ``<data-root>/data`` (data that never leaves the site: the usual FL case)."""
     inside = job_dir / "shards" / cfg.site
     if inside.is_dir():
         return inside
@@ -273,8 +274,9 @@ def _data_root(api: SiteAPI, cfg: SiteConfig, job_id: int, job_dir: Path) -> Pat
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code != 404:
             raise
-        target.mkdir(parents=True, exist_ok=True)
-        return target
+        local = cfg.data_root / "data"
+        local.mkdir(parents=True, exist_ok=True)
+        return local
     staging = target.with_name("data.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     _safe_extract(zpath, staging)
