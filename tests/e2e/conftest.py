@@ -15,13 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-CHROMIUM = os.environ.get("RESONFL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-EMAIL, PASSWORD = "e2e@example.org", "e2e password 123"
+from e2e_support import CHROMIUM, CHROMIUM_ARGS, EMAIL, PASSWORD
 
 
 def output_dir() -> Path:

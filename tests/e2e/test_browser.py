@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import EMAIL, PASSWORD
+from e2e_support import EMAIL, PASSWORD
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,6 @@ on the HTML). The dispatcher only records, so no round ever runs here; tests/e2e
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,25 +15,7 @@ from backend.app import create_app
 from backend.core.config import Settings
 from backend.core.migrate import upgrade_head
 from backend.services import accounts
-
-PASSWORD = "correct horse battery"
-
-
-class RecordingDispatcher:
-    def __init__(self) -> None:
-        self.sent: list[tuple[Any, ...]] = []
-
-    def send_start(self, job_id: int) -> None:
-        self.sent.append(("start", job_id))
-
-    def send_train(self, site: str, job_id: int, round_num: int) -> None:
-        self.sent.append(("train", site, job_id, round_num))
-
-    def send_aggregate(self, job_id: int, round_num: int) -> None:
-        self.sent.append(("aggregate", job_id, round_num))
-
-    def send_cancel(self, job_id: int) -> None:
-        self.sent.append(("cancel", job_id))
+from web_support import PASSWORD, RecordingDispatcher, sign_in
 
 
 @pytest.fixture
@@ -84,28 +65,6 @@ def sites(session: Session) -> list[str]:
 def client(app: Any) -> Iterator[TestClient]:
     with TestClient(app, follow_redirects=False) as test_client:
         yield test_client
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF field on the page"
-    return match.group(1)
-
-
-def sign_in(client: TestClient, email: str = "admin@example.org", password: str = PASSWORD) -> str:
-    """Sign in through the form; return the session's CSRF token."""
-    page = client.get("/login")
-    response = client.post(
-        "/login",
-        data={
-            "email": email,
-            "password": password,
-            "next": "/jobs",
-            "csrf_token": csrf_of(page.text),
-        },
-    )
-    assert response.status_code == 303, response.text
-    return csrf_of(client.get("/jobs").text)
 
 
 @pytest.fixture

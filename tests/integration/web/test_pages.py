@@ -7,7 +7,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from conftest import PASSWORD, csrf_of, sign_in
+from web_support import PASSWORD, csrf_of, sign_in
 
 
 def test_pages_redirect_to_sign_in_when_signed_out(client: TestClient) -> None:
@@ -108,7 +108,7 @@ def test_every_input_on_the_wizard_pages_has_a_label(
 ) -> None:
     import re
 
-    from test_wizard import walk_to
+    from web_support import walk_to
 
     for step in ("model", "training", "federation", "data"):
         html = walk_to(client, signed_in, step).text

@@ -19,64 +19,7 @@ from resonfl.catalog import get_example
 from resonfl.catalog.shards import make_shards
 from resonfl.config import FederationConfig, TrainingConfig
 from resonfl.job import Job
-
-MODEL = {"name": "digits-web", "source": "example", "example": "digits"}
-TRAINING_CHANGES = {"local_steps": "5", "batch_size": "32"}
-FEDERATION = {
-    "num_rounds": "2",
-    "sites": ["site-1", "site-2"],
-    "workflow": "scatter_and_gather",
-    "aggregator": "fedavg",
-}
-DATA = {"mode": "generate", "split": "iid", "alpha": "0.5", "seed": "0"}
-
-
-def _draft_url(client: TestClient) -> str:
-    response = client.get("/jobs/new")
-    assert response.status_code == 303
-    return response.headers["location"].rsplit("/", 1)[0]
-
-
-def _post(
-    client: TestClient, url: str, csrf: str, data: dict[str, Any], nav: str = "next", **kw: Any
-) -> Any:
-    return client.post(url, data={**data, "csrf_token": csrf, "nav": nav}, **kw)
-
-
-def _training_form(client: TestClient, base: str, changes: dict[str, str]) -> dict[str, Any]:
-    """The Training page's own values (as a browser would post them) with `changes`."""
-    page = client.get(f"{base}/training").text
-    data: dict[str, Any] = {}
-    for m in re.finditer(r'<input id="([^"]+)" name="\1" type="text" value="([^"]*)"', page):
-        data[m.group(1)] = html.unescape(m.group(2))
-    for m in re.finditer(r'<input id="([^"]+)" name="\1" type="checkbox" checked', page):
-        data[m.group(1)] = "on"
-    for m in re.finditer(r'<select id="([^"]+)" name="\1".*?</select>', page, re.S):
-        sel = re.search(r"<option selected>([^<]*)<", m.group(0))
-        data[m.group(1)] = sel.group(1) if sel else ""
-    data["extra"] = ""
-    return {**data, **changes}
-
-
-def walk_to(client: TestClient, csrf: str, step: str) -> Any:
-    """Fill every step before `step` with good values; return `step`'s page."""
-    base = _draft_url(client)
-    order = ["model", "training", "federation", "data", "review"]
-    for done in order[: order.index(step)]:
-        if done == "model":
-            data = MODEL
-        elif done == "training":
-            data = _training_form(client, base, TRAINING_CHANGES)
-        elif done == "federation":
-            data = FEDERATION
-        else:
-            data = DATA
-        response = _post(client, f"{base}/{done}", csrf, data)
-        assert response.status_code == 303, (done, response.text[:3000])
-    page = client.get(f"{base}/{step}")
-    assert page.status_code == 200
-    page.base = base  # type: ignore[attr-defined]
-    return page
+from web_support import DATA, FEDERATION, MODEL, _draft_url, _post, _training_form, walk_to
 
 
 def _error(html_text: str, field: str) -> str:
