@@ -19,7 +19,13 @@ from typing import Any
 from resonfl.fl.base import InvalidUpdateError, weighted_metrics
 from resonfl.fl.shareable import FullModelShareableGenerator
 from resonfl.job import Job, JobValidationError
-from resonfl.runner import SandboxError, SiteRoundResult, init_global_weights, run_site_round
+from resonfl.runner import (
+    SandboxError,
+    SiteRoundResult,
+    WarmPool,
+    init_global_weights,
+    run_site_round,
+)
 from resonfl.templates.custom_persistor import PTFileModelPersistor
 
 
@@ -113,6 +119,8 @@ def simulate(
     env_extra = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     bar = _progress_bar(rounds, progress)
     result = SimulationResult(ws, ws / "model_out" / "checkpoint.pt")
+    pool = WarmPool(size=workers)
+    pool.fill(env_extra)
     try:
         for rnd in range(rounds):
             started = time.monotonic()
@@ -130,6 +138,7 @@ def simulate(
                     timeout_s=timeout,
                     task_args=task_args,
                     env_extra=env_extra,
+                    pool=pool,
                 )
 
             outcomes = _run_all(chosen, train, workers)
@@ -172,6 +181,7 @@ def simulate(
             if on_round:
                 on_round(summary)
     finally:
+        pool.close()
         if bar is not None:
             bar.close()
     persistor.save_final(weights)

@@ -119,6 +119,17 @@ class SiteState:
 
 
 STATE = SiteState()
+_POOL: Any = None
+
+
+def _warm_pool() -> Any:
+    """Job processes pre-started with torch imported, shared by this worker's rounds."""
+    global _POOL
+    if _POOL is None:
+        from resonfl.runner import WarmPool
+
+        _POOL = WarmPool()
+    return _POOL
 
 
 class Heartbeat(threading.Thread):
@@ -208,6 +219,7 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
             timeout_s=fed.round_timeout_s,
             task_args=job.build_aggregator().client_args(),
             env_extra=_job_env(cfg, gpus),
+            pool=_warm_pool(),
         )
     except SandboxError as exc:
         api.state(job_id, round_num, "failed", error=str(exc), log_text=exc.log)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ from resonfl.job import CLIENT_CONFIG, EXECUTOR, META, MODEL_DEF, PERSISTOR, SER
 ALLOWED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")
 JOB_SCRIPTS = (MODEL_DEF, EXECUTOR, PERSISTOR, CLIENT_CONFIG, SERVER_CONFIG, META)
 MAX_LOG_BYTES = 2 * 1024 * 1024
+WARM_SCRIPT = Path(__file__).with_name("warm.py")
 
 
 class SandboxError(RuntimeError):
@@ -57,21 +61,119 @@ class SiteRoundResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def scrubbed_env(work_dir: Path, env_extra: dict[str, str] | None = None) -> dict[str, str]:
+def base_env(env_extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed environment every job process starts with."""
     env = {k: os.environ[k] for k in ALLOWED_ENV if k in os.environ}
-    tmp = work_dir / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
     env.update(
-        HOME=str(work_dir),
-        TMPDIR=str(tmp),
         PYTHONNOUSERSITE="1",
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONUNBUFFERED="1",
         PYTHONHASHSEED="0",
-        MPLCONFIGDIR=str(tmp),
     )
     env.update(env_extra or {})
     return env
+
+
+def folder_env(work_dir: Path) -> dict[str, str]:
+    """HOME and temp folders inside the run's own folder."""
+    tmp = work_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {"HOME": str(work_dir), "TMPDIR": str(tmp), "MPLCONFIGDIR": str(tmp)}
+
+
+def scrubbed_env(work_dir: Path, env_extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**base_env(env_extra), **folder_env(work_dir)}
+
+
+class WarmPool:
+    """Job processes started ahead of time (Python + torch imported), one per environment.
+
+    Each still runs exactly one task; taking one starts its replacement at once, so the
+    import cost overlaps the previous round's upload and aggregation instead of adding to it.
+    Processes are started by one long-lived thread of the pool: Linux ties the "die with
+    parent" signal to the starting thread, and short-lived worker threads would take their
+    pre-started processes down with them.
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        self.size = size
+        self._idle: dict[tuple[tuple[str, str], ...], list[subprocess.Popen[bytes]]] = {}
+        self._lock = threading.Lock()
+        self._requests: queue.Queue[tuple[dict[str, str] | None, threading.Event] | None] = (
+            queue.Queue()
+        )
+        self._closed = False
+        self._thread = threading.Thread(target=self._spawner, name="warm-pool", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _key(env_extra: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((env_extra or {}).items()))
+
+    def _spawner(self) -> None:
+        while (request := self._requests.get()) is not None:
+            env_extra, done = request
+            try:
+                self._top_up(env_extra)
+            finally:
+                done.set()
+
+    def _top_up(self, env_extra: dict[str, str] | None) -> None:
+        key = self._key(env_extra)
+        with self._lock:
+            if self._closed:
+                return
+            idle = [p for p in self._idle.get(key, []) if p.poll() is None]
+            while len(idle) < self.size:
+                idle.append(
+                    subprocess.Popen(
+                        [sys.executable, str(WARM_SCRIPT)],
+                        cwd=tempfile.gettempdir(),
+                        env=base_env(env_extra),
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                        close_fds=True,
+                        preexec_fn=_die_with_parent,
+                    )
+                )
+            self._idle[key] = idle
+
+    def fill(self, env_extra: dict[str, str] | None = None, wait: bool = True) -> None:
+        """Start idle processes for this environment up to the pool size."""
+        done = threading.Event()
+        self._requests.put((dict(env_extra or {}), done))
+        if wait:
+            done.wait(timeout=30)
+
+    def take(self, env_extra: dict[str, str] | None) -> subprocess.Popen[bytes] | None:
+        """An idle pre-started process for this environment, or None; refills either way."""
+        key = self._key(env_extra)
+        proc = None
+        with self._lock:
+            idle = self._idle.get(key, [])
+            while idle and proc is None:
+                candidate = idle.pop(0)
+                if candidate.poll() is None:
+                    proc = candidate
+        self.fill(env_extra, wait=False)
+        return proc
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            procs = [p for idle in self._idle.values() for p in idle]
+            self._idle.clear()
+        self._requests.put(None)
+        for proc in procs:
+            _kill_tree(proc)
+
+    def __enter__(self) -> WarmPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_sandboxed(
@@ -80,23 +182,30 @@ def run_sandboxed(
     timeout_s: float,
     env_extra: dict[str, str] | None = None,
     log_path: Path | None = None,
+    pool: WarmPool | None = None,
 ) -> SandboxRun:
-    """Run ``argv`` with cwd ``work_dir``; capture stdout+stderr; kill the tree on timeout."""
+    """Run ``argv`` with cwd ``work_dir``; capture stdout+stderr; kill the tree on timeout.
+
+    ``argv`` is ``[python, script, *args]``; with a ``pool`` the script runs in a pre-started
+    process (same environment, same isolation), else in a freshly started one.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_path or work_dir / "job.log"
     started = time.monotonic()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv,
-            cwd=work_dir,
-            env=scrubbed_env(work_dir, env_extra),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            preexec_fn=_die_with_parent,
-        )
+    proc = _hand_to_warm(pool, argv, work_dir, env_extra, log_path) if pool else None
+    with open(log_path, "ab") as log:
+        if proc is None:
+            proc = subprocess.Popen(
+                argv,
+                cwd=work_dir,
+                env=scrubbed_env(work_dir, env_extra),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=_die_with_parent,
+            )
         try:
             returncode = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -110,6 +219,30 @@ def run_sandboxed(
             # A job may leave children behind in its session; never let them outlive the run.
             _kill_group(proc.pid)
     return SandboxRun(returncode, _read_log(log_path), time.monotonic() - started)
+
+
+def _hand_to_warm(
+    pool: WarmPool,
+    argv: list[str],
+    work_dir: Path,
+    env_extra: dict[str, str] | None,
+    log_path: Path,
+) -> subprocess.Popen[bytes] | None:
+    """Give the task to a pre-started process; None when none is ready (start cold)."""
+    if len(argv) < 2 or argv[0] != sys.executable:
+        return None
+    proc = pool.take(env_extra)
+    if proc is None or proc.stdin is None:
+        return None
+    log_path.write_bytes(b"")
+    task = {"argv": argv[1:], "cwd": str(work_dir), "env": folder_env(work_dir), "log": str(log_path)}
+    try:
+        proc.stdin.write(json.dumps(task).encode() + b"\n")
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):
+        _kill_tree(proc)
+        return None
+    return proc
 
 
 def _die_with_parent() -> None:
@@ -189,6 +322,7 @@ def run_site_round(
     timeout_s: float,
     task_args: dict[str, Any] | None = None,
     env_extra: dict[str, str] | None = None,
+    pool: WarmPool | None = None,
 ) -> SiteRoundResult:
     """Train one site for one round in the sandbox; return its update and metrics."""
     work = Path(work_dir).resolve()
@@ -219,6 +353,7 @@ def run_site_round(
         work,
         timeout_s,
         env_extra,
+        pool=pool,
     )
     result = _read_result(work / "result.json")
     if run.returncode != 0 or "error" in result or not (work / "update.safetensors").is_file():

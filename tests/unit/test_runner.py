@@ -14,7 +14,7 @@ import torch
 
 from resonfl.config import FederationConfig, ModelConfig
 from resonfl.job import Job
-from resonfl.runner import SandboxTimeout, init_global_weights, run_sandboxed
+from resonfl.runner import SandboxTimeout, WarmPool, init_global_weights, run_sandboxed
 from resonfl.templates.custom_persistor import (
     PersistorError,
     PTFileModelPersistor,
@@ -127,3 +127,34 @@ def test_job_process_dies_with_the_process_that_started_it(tmp_path: Path) -> No
     time.sleep(1)
 
     assert not _alive(job_pid)
+
+
+def test_a_pre_started_process_runs_the_task_with_the_same_isolation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESONFL_SECRET_KEY", "s3cret")
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "print(json.dumps({'cwd': os.getcwd(), 'env': dict(os.environ), 'argv': sys.argv}))\n"
+        "sys.exit(3)\n"
+    )
+    with WarmPool() as pool:
+        pool.fill({"CUDA_VISIBLE_DEVICES": "0"})
+        run = run_sandboxed([sys.executable, str(script), "--x"], tmp_path / "w", 60,
+                            env_extra={"CUDA_VISIBLE_DEVICES": "0"}, pool=pool)
+
+    seen = json.loads(run.log)
+    assert run.returncode == 3
+    assert seen["cwd"] == str(tmp_path / "w") and seen["argv"] == [str(script), "--x"]
+    assert "RESONFL_SECRET_KEY" not in seen["env"]
+    assert seen["env"]["HOME"] == str(tmp_path / "w") and seen["env"]["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def test_a_pre_started_process_is_killed_at_the_time_limit(tmp_path: Path) -> None:
+    script = tmp_path / "slow.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    with WarmPool() as pool:
+        pool.fill()
+        with pytest.raises(SandboxTimeout):
+            run_sandboxed([sys.executable, str(script)], tmp_path / "w", 2, pool=pool)

@@ -1,0 +1,52 @@
+"""A pre-started job process: Python with torch already imported, waiting for one task.
+
+Starting Python and importing torch costs seconds, paid in every round by every site. The
+runner starts this script ahead of time (same scrubbed environment, own session), so when a
+round arrives it only has to say which script to run, where, and where to log. The process
+still runs exactly one task and exits: nothing is shared between rounds or jobs.
+
+Protocol: one JSON line on stdin: {"argv": [script, *args], "cwd": dir, "env": {...},
+"log": path}. Deliberately self-contained (stdlib + torch) and never imports resonfl.
+"""
+
+import json
+import os
+import runpy
+import sys
+
+try:  # the expensive part, done before any task is known
+    import numpy  # noqa: F401
+    import safetensors.torch  # noqa: F401
+    import torch  # noqa: F401
+except Exception:  # a job without them fails later, with its own message
+    pass
+
+
+def main() -> int:
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # the runner closed us without a task (shutdown)
+    task = json.loads(line)
+    log_fd = os.open(task["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    os.chdir(task["cwd"])
+    os.environ.update(task["env"])
+    sys.argv = list(task["argv"])
+    sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
