@@ -18,6 +18,17 @@ def ensure_admin(settings: Settings, email: str = "admin@localhost") -> str:
         return accounts.ensure_admin(session, email)
 
 
+def ensure_first_password(settings: Settings, email: str = "admin@localhost") -> str | None:
+    """A one-time random web password for a user who has none (None if one is set)."""
+    with _session(settings) as session:
+        return accounts.ensure_first_password(session, email)
+
+
+def set_password(settings: Settings, email: str, password: str) -> None:
+    with _session(settings) as session:
+        accounts.set_password(session, email, password)
+
+
 def register_site(settings: Settings, name: str) -> str:
     """Register `name` (or give an existing site a new token) and return its site token."""
     with _session(settings) as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from backend.core.security import hash_password, hash_token, new_token
 from backend.models import ApiToken, Site, SiteStatus, User, utcnow
-from backend.services.errors import Conflict
+from backend.services.errors import Conflict, InvalidSubmission, NotFound
 
 USER_TOKEN_PREFIX = "rfl_u"
 SITE_TOKEN_PREFIX = "rfl_s"
@@ -68,6 +69,28 @@ def ensure_admin(session: Session, email: str) -> str:
     token = _add_token(session, user, "resonfl-up")
     session.commit()
     return token
+
+
+def set_password(session: Session, email: str, password: str) -> None:
+    """Set (or replace) a user's sign-in password for the web UI."""
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise NotFound(f"no user with email {email!r}")
+    if len(password) < 8:
+        raise InvalidSubmission("password", "password", "must have at least 8 characters")
+    user.password_hash = hash_password(password)
+    session.commit()
+
+
+def ensure_first_password(session: Session, email: str) -> str | None:
+    """Give a user who has no password a random one and return it (shown once), else None."""
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None or user.password_hash:
+        return None
+    password = secrets.token_urlsafe(12)
+    user.password_hash = hash_password(password)
+    session.commit()
+    return password
 
 
 def _add_token(session: Session, user: User, name: str) -> str:

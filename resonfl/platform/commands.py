@@ -62,6 +62,12 @@ def register(subparsers: Any) -> None:
     ad.add_argument("--email", default="admin@localhost")
     ad.set_defaults(func=cmd_create_admin)
 
+    sp = subparsers.add_parser("set-password", help="set a user's browser sign-in password")
+    sp.add_argument("email")
+    sp.add_argument("--data-dir", type=Path, default=None, help="the data dir `resonfl up` used")
+    sp.add_argument("--password", default=None, help="default: ask (not echoed)")
+    sp.set_defaults(func=cmd_set_password)
+
     u = subparsers.add_parser("up", help="bring the whole platform up on this machine")
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--port", type=int, default=8000)
@@ -222,6 +228,24 @@ def cmd_register_site(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_set_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from backend import cli_admin
+    from backend.core.config import Settings
+    from backend.services.errors import ServiceError
+
+    overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    password = args.password or getpass.getpass(f"new password for {args.email}: ")
+    try:
+        cli_admin.set_password(Settings(**overrides), args.email, password)
+    except ServiceError as exc:
+        print(f"resonfl: error: {exc.detail}", file=sys.stderr)
+        return 2
+    print(f"password set for {args.email}")
+    return 0
+
+
 def cmd_create_admin(args: argparse.Namespace) -> int:
     from backend import cli_admin
     from backend.core.config import Settings
@@ -253,6 +277,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         platform.start(admin_email=args.admin_email)
         print(f"ResonFL is up: {platform.url}  (API docs: {platform.url}/docs)")
         print(f"admin token: {platform.admin_token}")
+        if platform.admin_password:
+            print(
+                f"browser sign-in: {platform.admin_email} / {platform.admin_password}  "
+                "(shown once; change it with `resonfl set-password`)"
+            )
         print(f"sites: {', '.join(platform.site_names)}; logs in {platform.log_dir}")
         if args.demo:
             checkpoint = platform.run_demo(num_rounds=args.demo_rounds)

@@ -35,6 +35,8 @@ class LocalPlatform:
     threads_per_job: int | None = None
     supervisor: Supervisor = field(init=False)
     admin_token: str = field(init=False, default="")
+    admin_email: str = field(init=False, default="")
+    admin_password: str | None = field(init=False, default=None)
     site_tokens: dict[str, str] = field(init=False, default_factory=dict)
     workers: dict[str, Child] = field(init=False, default_factory=dict)
 
@@ -66,6 +68,8 @@ class LocalPlatform:
         self.database_url = settings.database_url
         cli_admin.migrate(settings)
         self.admin_token = cli_admin.ensure_admin(settings, admin_email)
+        self.admin_password = cli_admin.ensure_first_password(settings, admin_email)
+        self.admin_email = admin_email
         for name in self.site_names:
             self.site_tokens[name] = cli_admin.register_site(settings, name)
         api = self.supervisor.start(
