@@ -185,4 +185,11 @@ class LocalPlatform:
         client.wait(job_id, timeout=timeout_s)
         target = self.data_dir / "demo" / f"job-{job_id}-checkpoint.pt"
         client.download(job_id, target)
+        from resonfl.catalog import evaluate_on_test
+
+        held_out = evaluate_on_test("digits", target, shards)
+        print(
+            f"held-out test set (never seen by a site): top-1 {held_out['top1']:.4f}, "
+            f"loss {held_out['val_loss']:.4f}"
+        )
         return target
