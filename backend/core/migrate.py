@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -19,4 +20,6 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade_head(database_url: str) -> None:
     """Bring the database at `database_url` to the newest schema (idempotent)."""
+    # Alembic's per-plugin INFO lines drown `resonfl up`'s own output; warnings still show.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     command.upgrade(alembic_config(database_url), "head")
