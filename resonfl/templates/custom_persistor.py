@@ -148,7 +148,17 @@ class PTFileModelPersistor:
         return load_state_dict_file(self.files_out / ROUND_MODEL.format(round_num))
 
 
+def _training_seed(job_dir: Path) -> int:
+    """The job's TrainingConfig seed, so the same job starts from the same weights."""
+    try:
+        client = json.loads((job_dir / "config_fed_client.json").read_text("utf-8"))
+        return int(client["executors"][0]["executor"]["args"].get("seed", 0))
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return 0
+
+
 def _init_command(job_dir: Path, out: Path) -> None:
+    torch.manual_seed(_training_seed(job_dir))
     config = json.loads((job_dir / "config_fed_server.json").read_text("utf-8"))
     comp = next(c for c in config["components"] if c.get("id") == "persistor")
     args = comp.get("args", {})

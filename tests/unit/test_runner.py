@@ -158,3 +158,14 @@ def test_a_pre_started_process_is_killed_at_the_time_limit(tmp_path: Path) -> No
         pool.fill()
         with pytest.raises(SandboxTimeout):
             run_sandboxed([sys.executable, str(script)], tmp_path / "w", 2, pool=pool)
+
+
+def test_the_same_job_starts_from_the_same_initial_weights(tmp_path: Path, tiny_model_def: str) -> None:
+    job = Job(name="t", model=ModelConfig(source=tiny_model_def),
+              federation=FederationConfig(sites=["s1"]))
+    job_dir = job.render(tmp_path / "job")
+
+    first = load_state_dict_file(init_global_weights(job_dir, tmp_path / "a.safetensors", tmp_path / "w1", 120))
+    second = load_state_dict_file(init_global_weights(job_dir, tmp_path / "b.safetensors", tmp_path / "w2", 120))
+
+    assert torch.equal(first["fc1.weight"], second["fc1.weight"])
