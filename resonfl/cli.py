@@ -208,6 +208,26 @@ def main(argv: list[str] | None = None) -> int:
         return _die(str(exc))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # The client's errors (refused job, unknown id, failed job, server down) are
+        # messages for the user, not tracebacks.
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            return _die(f"cannot reach the server: {exc}", 1)
+        if type(exc).__name__ in ("ApiError", "JobFailed") or isinstance(exc, OSError):
+            return _die(_client_error(exc, args), 1)
+        raise
+
+
+def _client_error(exc: Exception, args: argparse.Namespace) -> str:
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, dict) and {"file", "message"} <= detail.keys():
+        field = f": {detail['field']}" if detail.get("field") else ""
+        return f"{detail['file']}{field}: {detail['message']}"
+    if getattr(exc, "status", None) == 404 and getattr(args, "job_id", None):
+        return f"job {args.job_id} not found (or not yours)"
+    return str(exc)
 
 
 if __name__ == "__main__":

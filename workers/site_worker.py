@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,7 @@ def train_round(cfg: SiteConfig, job_id: int, round_num: int) -> str:
 def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     from resonfl.fl.shareable import sha256_file
     from resonfl.job import Job
-    from resonfl.runner import SandboxError, run_site_round
+    from resonfl.runner import SandboxCancelled, SandboxError, run_site_round
 
     started = time.monotonic()
     job_dir = _ensure_bundle(api, cfg, job_id)
@@ -220,7 +221,11 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
             task_args=job.build_aggregator().client_args(),
             env_extra=_job_env(cfg, gpus),
             pool=_warm_pool(),
+            should_stop=_stop_when_job_moves_on(api, job_id, round_num),
         )
+    except SandboxCancelled as exc:
+        log.info("job %s round %s: %s", job_id, round_num, exc)
+        return str(exc)
     except SandboxError as exc:
         api.state(job_id, round_num, "failed", error=str(exc), log_text=exc.log)
         return f"failed: {exc}"
@@ -236,6 +241,24 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     api.upload(job_id, round_num, Path(result.weights_path), meta)
     shutil.rmtree(work, ignore_errors=True)
     return f"uploaded job {job_id} round {round_num}: {result.samples} samples"
+
+
+def _stop_when_job_moves_on(api: SiteAPI, job_id: int, round_num: int) -> Callable[[], str | None]:
+    """Asked every few seconds while the job process trains: a job that was cancelled, failed
+    or left this round behind (aggregated without us) frees the site's GPU at once."""
+
+    def should_stop() -> str | None:
+        try:
+            info = api.job(job_id)
+        except httpx.HTTPError:
+            return None  # the API being briefly away is no reason to drop the work
+        if info["status"] != "running":
+            return f"job {job_id} is {info['status']}"
+        if info.get("current_round") != round_num:
+            return f"job {job_id} moved on to round {info.get('current_round')}"
+        return None
+
+    return should_stop
 
 
 def _job_env(cfg: SiteConfig, gpus: list[dict[str, Any]]) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Sandboxed execution of job code: one site's round, or the persistor's initial weights."""
 
 from resonfl.runner.sandbox import (
+    SandboxCancelled,
     SandboxError,
     SandboxTimeout,
     SiteRoundResult,
@@ -11,6 +12,7 @@ from resonfl.runner.sandbox import (
 )
 
 __all__ = [
+    "SandboxCancelled",
     "SandboxError",
     "SandboxTimeout",
     "SiteRoundResult",

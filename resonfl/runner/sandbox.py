@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ class SandboxError(RuntimeError):
 
 class SandboxTimeout(SandboxError):
     """Job code ran past its time limit and was killed."""
+
+
+class SandboxCancelled(SandboxError):
+    """The caller asked the run to stop (e.g. the job was cancelled) and it was killed."""
 
 
 @dataclass
@@ -183,11 +188,15 @@ def run_sandboxed(
     env_extra: dict[str, str] | None = None,
     log_path: Path | None = None,
     pool: WarmPool | None = None,
+    should_stop: Callable[[], str | None] | None = None,
+    poll_s: float = 5.0,
 ) -> SandboxRun:
     """Run ``argv`` with cwd ``work_dir``; capture stdout+stderr; kill the tree on timeout.
 
     ``argv`` is ``[python, script, *args]``; with a ``pool`` the script runs in a pre-started
     process (same environment, same isolation), else in a freshly started one.
+    ``should_stop`` is asked every ``poll_s`` seconds; a reason it returns (the job was
+    cancelled, say) kills the process tree and raises SandboxCancelled.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_path or work_dir / "job.log"
@@ -207,11 +216,14 @@ def run_sandboxed(
                 preexec_fn=_die_with_parent,
             )
         try:
-            returncode = proc.wait(timeout=timeout_s)
+            returncode = _wait(proc, started + timeout_s, should_stop, poll_s)
         except subprocess.TimeoutExpired:
             _kill_tree(proc)
             text = _read_log(log_path)
             raise SandboxTimeout(f"job code ran past its time limit of {timeout_s:g} s", text) from None
+        except _Stopped as stop:
+            _kill_tree(proc)
+            raise SandboxCancelled(f"stopped: {stop.reason}", _read_log(log_path)) from None
         except BaseException:
             _kill_tree(proc)
             raise
@@ -219,6 +231,32 @@ def run_sandboxed(
             # A job may leave children behind in its session; never let them outlive the run.
             _kill_group(proc.pid)
     return SandboxRun(returncode, _read_log(log_path), time.monotonic() - started)
+
+
+class _Stopped(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    deadline: float,
+    should_stop: Callable[[], str | None] | None,
+    poll_s: float,
+) -> int:
+    """Wait for the process until the deadline, asking ``should_stop`` every ``poll_s``."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, 0)
+        try:
+            return proc.wait(timeout=min(left, poll_s) if should_stop else left)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
+        reason = should_stop() if should_stop else None
+        if reason:
+            raise _Stopped(reason)
 
 
 def _hand_to_warm(
@@ -323,6 +361,7 @@ def run_site_round(
     task_args: dict[str, Any] | None = None,
     env_extra: dict[str, str] | None = None,
     pool: WarmPool | None = None,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> SiteRoundResult:
     """Train one site for one round in the sandbox; return its update and metrics."""
     work = Path(work_dir).resolve()
@@ -354,6 +393,7 @@ def run_site_round(
         timeout_s,
         env_extra,
         pool=pool,
+        should_stop=should_stop,
     )
     result = _read_result(work / "result.json")
     if run.returncode != 0 or "error" in result or not (work / "update.safetensors").is_file():

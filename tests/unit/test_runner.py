@@ -14,7 +14,13 @@ import torch
 
 from resonfl.config import FederationConfig, ModelConfig
 from resonfl.job import Job
-from resonfl.runner import SandboxTimeout, WarmPool, init_global_weights, run_sandboxed
+from resonfl.runner import (
+    SandboxCancelled,
+    SandboxTimeout,
+    WarmPool,
+    init_global_weights,
+    run_sandboxed,
+)
 from resonfl.templates.custom_persistor import (
     PersistorError,
     PTFileModelPersistor,
@@ -169,3 +175,18 @@ def test_the_same_job_starts_from_the_same_initial_weights(tmp_path: Path, tiny_
     second = load_state_dict_file(init_global_weights(job_dir, tmp_path / "b.safetensors", tmp_path / "w2", 120))
 
     assert torch.equal(first["fc1.weight"], second["fc1.weight"])
+
+
+def test_a_stop_request_kills_the_run_within_one_poll(tmp_path: Path) -> None:
+    asked = time.monotonic() + 1.0
+    started = time.monotonic()
+
+    with pytest.raises(SandboxCancelled, match="job cancelled"):
+        run_sandboxed(
+            [sys.executable, "-c", "import time; print('working', flush=True); time.sleep(60)"],
+            tmp_path / "w", 120,
+            should_stop=lambda: "job cancelled" if time.monotonic() > asked else None,
+            poll_s=0.2,
+        )
+
+    assert time.monotonic() - started < 10

@@ -232,3 +232,21 @@ class DuplicateAggregates(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(5)
+
+
+def test_cancelling_a_job_stops_the_sites_training_at_once(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    job_dir = render_digits(tmp_path / "long", num_rounds=1, local_steps=50_000)
+    job_id = submit(platform, job_dir)
+    wait_for_state(platform, job_id, 0, "site-1", "training")
+
+    resp = httpx.post(f"{platform.url}/api/v1/jobs/{job_id}/cancel", headers=auth(platform), timeout=30)
+    assert resp.status_code < 300, resp.text
+    cancelled_at = time.monotonic()
+
+    stopped = f"stopped: job {job_id} is cancelled"
+    while stopped not in (platform.log_dir / "worker-site-1.log").read_text(errors="replace"):
+        assert time.monotonic() - cancelled_at < 30, "site-1 kept training a cancelled job"
+        time.sleep(0.5)
+    assert read_job(platform, job_id)["status"] == "cancelled"
