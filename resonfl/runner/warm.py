@@ -17,7 +17,11 @@ import sys
 try:  # the expensive part, done before any task is known
     import numpy  # noqa: F401
     import safetensors.torch  # noqa: F401
-    import torch  # noqa: F401
+    import torch
+    import torch.utils.data  # noqa: F401
+
+    # An optimizer's first step imports torch._dynamo (about 1.5 s on a small CPU): pay it here.
+    import torch._dynamo  # noqa: F401
 except Exception:  # a job without them fails later, with its own message
     pass
 
