@@ -92,6 +92,25 @@ def _create_user(database_url: str | None) -> None:
 
 
 @pytest.fixture(scope="session")
+def api_token(platform: Any) -> str:
+    """An API token of the browser tests' user, for submitting through the SDK."""
+    from sqlalchemy import select
+
+    from backend.core.db import create_db_engine, make_session_factory
+    from backend.models import User
+    from backend.services import accounts
+
+    engine = create_db_engine(str(platform.database_url))
+    try:
+        with make_session_factory(engine)() as session:
+            user = session.scalar(select(User).where(User.email == EMAIL))
+            assert user is not None
+            return accounts.create_token(session, user, "e2e-sdk")[1]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
 def browser(platform: Any) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 

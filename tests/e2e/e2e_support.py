@@ -4,6 +4,7 @@ test folder's `conftest` is a different module of the same name)."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 CHROMIUM = os.environ.get("RESONFL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -11,3 +12,14 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 EMAIL, PASSWORD = "e2e@example.org", "e2e password 123"
+
+
+def sign_in(page: Any, base_url: str) -> None:
+    """Open the jobs list, signing in through the form when the browser is signed out (tests
+    share one browser profile, so whether it is depends on what ran before)."""
+    page.goto(f"{base_url}/jobs")
+    if "/login" in page.url:
+        page.get_by_label("Email").fill(EMAIL)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        page.wait_for_url("**/jobs")

@@ -84,15 +84,27 @@ def read_job_live(
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[CsrfChecked])
 def cancel_job(
-    request: Request, user: WebUser, session: SessionDep, dispatcher: DispatcherDep, job_id: int
+    request: Request,
+    user: WebUser,
+    session: SessionDep,
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+    job_id: int,
 ) -> Response:
+    """Plain form: cancel, then back to the job page. htmx (the page's Cancel button): the live
+    region, swapped in place, so the page shows "cancelled" without a reload and its poller
+    stops (the region comes back without it, with HX-Trigger: job-ended)."""
     try:
         job_service.cancel_job(session, user, job_id, dispatcher)
     except NotFound as exc:
         return _not_found(request, user, exc)
     except Conflict:
         pass  # it ended meanwhile; the page shows how
-    return redirect(request, f"/jobs/{job_id}")
+    if not is_htmx(request):
+        return redirect(request, f"/jobs/{job_id}")
+    view = _view(session, store, user, job_id)
+    headers = {"HX-Trigger": "job-ended"} if view.ended else None
+    return render(request, "partials/_job_live.html", {"user": user, "v": view}, headers=headers)
 
 
 @router.get("/jobs/{job_id}/logs/{site}")

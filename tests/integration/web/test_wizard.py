@@ -257,6 +257,49 @@ def test_cancel_from_the_job_page(
     assert "cancelled by admin@example.org" in after
 
 
+def test_cancel_with_htmx_swaps_the_live_region_in_place(
+    client: TestClient, signed_in: str, sites: list[str], dispatcher: Any
+) -> None:
+    """The job page's Cancel button posts with htmx: the answer is the live region itself,
+    ended (no poller) and flagged with HX-Trigger, not a redirect to reload the page."""
+    page = walk_to(client, signed_in, "review")
+    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers[
+        "location"
+    ]
+    job_id = int(job_url.rsplit("/", 1)[1])
+    running = client.get(job_url).text
+    assert f'hx-post="/jobs/{job_id}/cancel"' in running and 'hx-target="#job-live"' in running
+    assert 'id="cancel-job"' in running  # htmx keeps focus on it across polls by its id
+    response = client.post(
+        f"{job_url}/cancel", headers={"HX-Request": "true", "X-CSRF-Token": signed_in}
+    )
+    assert response.status_code == 200 and "HX-Redirect" not in response.headers
+    assert response.headers.get("HX-Trigger") == "job-ended"
+    assert response.text.lstrip().startswith('<section id="job-live"')
+    assert 'data-status="cancelled"' in response.text
+    assert "hx-trigger" not in response.text and "Cancel job" not in response.text
+    assert ("cancel", job_id) in dispatcher.sent
+
+
+def test_everything_focusable_in_the_live_region_has_an_id(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
+    """htmx restores focus after a swap only to an element with the same id."""
+    page = walk_to(client, signed_in, "review")
+    job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers[
+        "location"
+    ]
+    live = client.get(f"{job_url}/live", headers={"HX-Request": "true"}).text
+    focusable = re.findall(r"<(?:a|button|pre|input|select|textarea)\b[^>]*>", live)
+    focusable = [
+        tag for tag in focusable
+        if 'type="hidden"' not in tag and (not tag.startswith("<pre") or "tabindex" in tag)
+    ]  # fmt: skip
+    assert focusable
+    for tag in focusable:
+        assert re.search(r'\bid="[^"]+"', tag), f"no id on {tag}"
+
+
 def test_download_before_the_job_finished_says_so(
     client: TestClient, signed_in: str, sites: list[str]
 ) -> None:
