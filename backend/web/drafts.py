@@ -341,8 +341,13 @@ def _jsonable(value: Any) -> Any:
 
 # ------------------------------------------------------------------------- data step
 def data_raw(draft: Draft) -> Raw:
+    """The Data step's text; the mode is "upload" whenever there is no catalog example to
+    generate shards from (an uploaded model_def.py), whatever was chosen before."""
     defaults = {"mode": "generate", "split": "iid", "alpha": "0.5", "seed": "0", "requirements": ""}
-    return {**defaults, **draft.raw.get("data", {})}
+    raw = {**defaults, **draft.raw.get("data", {})}
+    if example_or_none(draft.raw.get("model", default_model_raw())) is None:
+        raw["mode"] = "upload"
+    return raw
 
 
 def shards_dir(store: DraftStore, draft: Draft) -> Path:

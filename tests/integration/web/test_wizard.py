@@ -149,6 +149,29 @@ def test_data_step_rejects_a_shard_that_is_not_a_zip(
     assert "not a zip file" in _error(response.text, "shard__site-1")
 
 
+def test_data_step_chooses_upload_when_the_model_is_not_a_catalog_example(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
+    """Generating needs an example; with an uploaded model_def.py (even after Generate was
+    chosen for an example before) the Upload radio is the one checked, not none at all."""
+    page = walk_to(client, signed_in, "data")
+    base = page.base  # type: ignore[attr-defined]
+    assert re.search(r'id="mode-generate"[^>]*checked', page.text)
+    source = (
+        b"import torch\nclass Net(torch.nn.Module):\n    pass\n\n"
+        b"def fl_train_model(model, env, out_dir, logger):\n    return {}\n"
+    )
+    response = _post(
+        client, f"{base}/model", signed_in, {**MODEL, "source": "upload", "class_name": "Net"},
+        files={"model_def": ("model_def.py", io.BytesIO(source), "text/x-python")}, nav="save",
+    )  # fmt: skip
+    assert response.status_code == 200, response.text[:2000]
+    data = client.get(f"{base}/data").text
+    assert re.search(r'id="mode-upload"[^>]*checked', data)
+    assert re.search(r'id="mode-generate"[^>]*disabled', data)
+    assert not re.search(r'id="mode-generate"[^>]*checked', data)
+
+
 def test_back_and_next_keep_what_was_typed(
     client: TestClient, signed_in: str, sites: list[str]
 ) -> None:
