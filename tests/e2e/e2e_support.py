@@ -22,4 +22,15 @@ def sign_in(page: Any, base_url: str) -> None:
         page.get_by_label("Email").fill(EMAIL)
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in", exact=True).click()
-        page.wait_for_url("**/jobs")
+        page.wait_for_url(f"{base_url}/jobs")  # not **/jobs: /login?next=/jobs ends so too
+
+
+def tab_until(page: Any, predicate: str, what: str, limit: int = 80) -> None:
+    """Press Tab until `predicate` (a JS expression over `el`, the focused element) holds."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate(
+            f"(() => {{ const el = document.activeElement; return !!el && ({predicate}); }})()"
+        ):
+            return
+    raise AssertionError(f"{what} is not reachable with Tab")

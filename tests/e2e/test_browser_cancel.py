@@ -10,20 +10,11 @@ from typing import Any
 
 import pytest
 
-from e2e_support import sign_in
+from e2e_support import sign_in, tab_until
 
 pytestmark = pytest.mark.e2e
 
 LIVE = "/live"
-
-
-def _tab_to(page: Any, element_id: str, limit: int = 80) -> None:
-    """Press Tab until the element with `element_id` has the focus."""
-    for _ in range(limit):
-        page.keyboard.press("Tab")
-        if page.evaluate("document.activeElement && document.activeElement.id") == element_id:
-            return
-    raise AssertionError(f"#{element_id} is not reachable with Tab")
 
 
 def test_cancel_from_the_job_page(
@@ -53,7 +44,7 @@ def test_cancel_from_the_job_page(
     page.screenshot(path=screenshots / "11-job-long-running.png", full_page=True)
 
     # the keyboard reaches Cancel, and keeps it across a poll (htmx re-focuses it by its id)
-    _tab_to(page, "cancel-job")
+    tab_until(page, "el.id === 'cancel-job'", "Cancel job")
     before = len(answered)
     deadline = time.monotonic() + 10
     while len(answered) == before:
