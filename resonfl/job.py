@@ -93,7 +93,11 @@ class Job(BaseModel):
     def checkpoint_name(self) -> str | None:
         if self.model_checkpoint is None:
             return None
-        return CHECKPOINT_NAMES[0] if self.model_checkpoint.suffix == ".safetensors" else CHECKPOINT_NAMES[1]
+        return (
+            CHECKPOINT_NAMES[0]
+            if self.model_checkpoint.suffix == ".safetensors"
+            else CHECKPOINT_NAMES[1]
+        )
 
     def client_config(self) -> dict[str, Any]:
         return {
@@ -135,7 +139,11 @@ class Job(BaseModel):
                 },
                 _model_component(self.model),
                 {"id": "shareable_generator", "path": SHAREABLE_GENERATOR_CLASS, "args": {}},
-                {"id": "aggregator", "path": fed.aggregator_path, "args": dict(fed.aggregator_args)},
+                {
+                    "id": "aggregator",
+                    "path": fed.aggregator_path,
+                    "args": dict(fed.aggregator_args),
+                },
             ],
             "workflows": [
                 {"id": "workflow", "path": fed.workflow_path, "args": workflow_args},
@@ -245,9 +253,12 @@ def _dump_json(data: dict[str, Any]) -> str:
 def check_model_source(model: ModelConfig) -> None:
     """Parse model_def.py (never run it) and check the class and functions exist."""
     try:
-        tree = ast.parse(model.source, filename=MODEL_DEF)
+        # A UTF-8 byte-order mark is fine for Python files; ast.parse wants it gone.
+        tree = ast.parse(model.source.removeprefix("\ufeff"), filename=MODEL_DEF)
     except SyntaxError as exc:
-        raise JobValidationError(MODEL_DEF, f"line {exc.lineno}", f"syntax error: {exc.msg}") from None
+        raise JobValidationError(
+            MODEL_DEF, f"line {exc.lineno}", f"syntax error: {exc.msg}"
+        ) from None
     classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
     functions = {
         n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
@@ -312,14 +323,30 @@ def _pydantic_message(exc: ValidationError) -> str:
 
 
 # -------------------------------------------------------------------- loading
+def _check_text(path: Path) -> None:
+    """Job files are UTF-8 text (they are stored and shown as text); absent ones pass."""
+    if not path.is_file():
+        return
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobValidationError(
+            path.name, "", f"not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
+
+
 def _read_json(folder: Path, name: str) -> dict[str, Any]:
     path = folder / name
     if not path.is_file():
         raise JobValidationError(name, "", "file is missing")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise JobValidationError(name, "", f"not valid JSON: {exc}") from None
+    except ValueError as exc:  # NaN / Infinity: not JSON (RFC 8259), and no database stores it
+        raise JobValidationError(name, "", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise JobValidationError(name, "", "not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise JobValidationError(name, "", "must be a JSON object")
     if data.get("format_version") != FORMAT_VERSION:
@@ -327,6 +354,10 @@ def _read_json(folder: Path, name: str) -> dict[str, Any]:
             name, "format_version", f"must be {FORMAT_VERSION}, got {data.get('format_version')!r}"
         )
     return data
+
+
+def _no_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not allowed")
 
 
 def _get(data: Any, file: str, field: str, kind: type | tuple[type, ...]) -> Any:
@@ -389,6 +420,8 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
     for name in JOB_FILES:
         if not (folder / name).is_file():
             raise JobValidationError(name, "", "file is missing")
+    for name in (*JOB_FILES, REQUIREMENTS):
+        _check_text(folder / name)
     client = _read_json(folder, CLIENT_CONFIG)
     server = _read_json(folder, SERVER_CONFIG)
     meta = _read_json(folder, META)
@@ -403,7 +436,12 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
         CLIENT_CONFIG, "executors[0].executor.args", lambda: TrainingConfig.model_validate(args)
     )
     class_name, model_args = _model_from(_component(client, CLIENT_CONFIG, "model"), CLIENT_CONFIG)
-    source = (folder / MODEL_DEF).read_text(encoding="utf-8", errors="strict")
+    try:
+        # newline="": keep the file's own line endings, so a re-render gives the same bytes.
+        with open(folder / MODEL_DEF, encoding="utf-8", newline="") as fh:
+            source = fh.read()
+    except UnicodeDecodeError as exc:
+        raise JobValidationError(MODEL_DEF, "", f"not UTF-8 text: {exc.reason}") from None
     model = _pydantic(
         CLIENT_CONFIG,
         "components[model]",
@@ -428,7 +466,17 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
     for key in ("train_task_name", "persistor_id", "shareable_generator_id", "aggregator_id"):
         wf_args.pop(key, None)
     spec = meta.get("resource_spec") or {}
-    gpus = max((int(v.get("num_gpus", 0)) for v in spec.values() if isinstance(v, dict)), default=0)
+    if not isinstance(spec, dict):
+        raise JobValidationError(META, "resource_spec", "must be an object")
+    gpus = 0
+    for owner, value in spec.items():
+        if isinstance(value, dict):
+            num = value.get("num_gpus", 0)
+            if not isinstance(num, int) or isinstance(num, bool):
+                raise JobValidationError(
+                    META, f"resource_spec.{owner}.num_gpus", "must be an integer"
+                )
+            gpus = max(gpus, num)
     federation = _pydantic(
         SERVER_CONFIG,
         "workflows[0].args",
@@ -460,7 +508,10 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
             if line.strip() and not line.strip().startswith("#")
         ]
     shards: dict[str, Path] = {}
-    for owner, rel in (meta.get("shards") or {}).items():
+    shard_map = meta.get("shards") or {}
+    if not isinstance(shard_map, dict):
+        raise JobValidationError(META, "shards", "must be an object {site: shards/<site>}")
+    for owner, rel in shard_map.items():
         if not isinstance(owner, str) or not SITE_NAME_RE.fullmatch(owner):
             raise JobValidationError(META, "shards", f"bad site name {owner!r}")
         if rel != f"{SHARDS_DIR}/{owner}":

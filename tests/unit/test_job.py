@@ -134,3 +134,23 @@ def test_a_site_loads_its_own_view_without_the_other_shards(tmp_path: Path, tiny
     with pytest.raises(JobValidationError):
         Job.load(out)
     assert set(Job.load(out, site="site-1").shards) == {"site-1"}
+
+
+@pytest.mark.parametrize("variant", ["bom", "crlf"])
+def test_model_def_with_a_bom_or_crlf_loads_and_renders_the_same_bytes(
+    tmp_path: Path, tiny_model_def: str, variant: str
+) -> None:
+    source = "\ufeff" + tiny_model_def if variant == "bom" else tiny_model_def.replace("\n", "\r\n")
+    first = make_job(source).render(tmp_path / "a")
+
+    second = Job.load(first).render(tmp_path / "b")
+
+    assert (first / "model_def.py").read_bytes() == (second / "model_def.py").read_bytes()
+
+
+def test_a_model_def_that_is_not_utf8_is_named(tmp_path: Path, tiny_model_def: str) -> None:
+    out = make_job(tiny_model_def).render(tmp_path / "job")
+    (out / "model_def.py").write_bytes(b"# \xff\xfe\n")
+
+    with pytest.raises(JobValidationError, match="not UTF-8"):
+        Job.load(out)
