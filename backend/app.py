@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     for module in (jobs, sites, users, site_api):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     from backend.web import mount_web  # browser pages (issue 4): HTML routes + /static
 
     mount_web(app)
@@ -64,9 +68,28 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     if isinstance(exc, InvalidSubmission):
-        return JSONResponse({"detail": exc.as_dict()}, status_code=422)
+        return JSONResponse({"detail": _json_safe(exc.as_dict())}, status_code=422)
     status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
-    return JSONResponse({"detail": exc.detail}, status_code=status)
+    return JSONResponse({"detail": _json_safe(exc.detail)}, status_code=status)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, with the echoed `input` made printable: a request may hold NaN or an
+    unpaired surrogate ("\\ud800"), which the default handler fails to serialize (a 500)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_json_safe(str(k)): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 class _BodyTooLarge(Exception):

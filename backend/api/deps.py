@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
-from backend.models import Site, User
+from backend.models import INT_MAX, Site, User
 from backend.services import accounts
 from backend.services.dispatch import Dispatcher
 from backend.storage import ArtifactStore
@@ -40,6 +40,12 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 TokenDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+# Path and query numbers are bounded by what an INTEGER column holds, so an id like 2**63
+# is a 422 naming the parameter, never a database overflow.
+JobId = Annotated[int, Path(ge=1, le=INT_MAX, description="a job id")]
+RoundNum = Annotated[int, Path(ge=0, le=INT_MAX, description="a round number (0-based)")]
+Skip = Annotated[int, Query(ge=0, le=INT_MAX)]
 
 
 def _unauthorized(detail: str) -> HTTPException:

@@ -1,6 +1,6 @@
 """The job store's tables. Import from here so every model is registered on `Base.metadata`."""
 
-from backend.models.base import Base, utcnow
+from backend.models.base import INT_MAX, Base, utcnow
 from backend.models.job import (
     Artifact,
     Job,
@@ -14,6 +14,7 @@ from backend.models.site import Site, SiteStatus
 from backend.models.user import ApiToken, User
 
 __all__ = [
+    "INT_MAX",
     "ApiToken",
     "Artifact",
     "Base",

@@ -20,6 +20,11 @@ NAMING_CONVENTION = {
 }
 
 
+# The largest value an INTEGER column holds on every supported database (PostgreSQL int4):
+# ids, round numbers and counts from requests are checked against it before any query.
+INT_MAX = 2**31 - 1
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

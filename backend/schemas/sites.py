@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from backend.models import ResultStatus, SiteStatus
+from backend.models import INT_MAX, ResultStatus, SiteStatus
+from backend.schemas.common import CleanStr, FiniteFloat, clean_json
 from resonfl.config import SITE_NAME_RE
 
 
@@ -38,7 +39,7 @@ class SiteCreated(SitePublic):
 
 class HeartbeatIn(BaseModel):
     status: Literal["idle", "busy"] = "idle"
-    gpus: list[dict[str, Any]] = Field(
+    gpus: Annotated[list[dict[str, Any]], AfterValidator(clean_json)] = Field(
         default_factory=list, description="what the worker sees, e.g. [{index, name, memory_mb}]"
     )
 
@@ -50,17 +51,19 @@ class HeartbeatOut(BaseModel):
 
 class SiteStateIn(BaseModel):
     state: Literal["queued", "training", "uploading", "failed"]
-    error: str | None = Field(None, max_length=20000)
+    error: CleanStr | None = Field(None, max_length=20000)
     log: str | None = Field(None, description="the job output so far (stored as the site's log)")
 
 
 class ResultMeta(BaseModel):
     """The JSON part (`meta` form field) of a result upload."""
 
-    samples: int = Field(ge=0)
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    train_s: float | None = Field(None, ge=0)
-    total_s: float | None = Field(None, ge=0)
+    samples: int = Field(ge=0, le=INT_MAX)
+    metrics: dict[CleanStr, FiniteFloat] = Field(
+        default_factory=dict, description="finite numbers, averaged over sites by samples"
+    )
+    train_s: FiniteFloat | None = Field(None, ge=0)
+    total_s: FiniteFloat | None = Field(None, ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the weights file")
     log: str | None = None
 

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from backend.schemas.common import CleanStr
+
+EMAIL_MAX = 320
 
 
 class UserCreate(BaseModel):
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    password: str | None = Field(None, min_length=8, max_length=200)
+    email: CleanStr = Field(min_length=3, max_length=EMAIL_MAX, pattern=r"^[^@\s]+@[^@\s]+$")
+    password: CleanStr | None = Field(None, min_length=8, max_length=200)
     is_admin: bool = False
+
+    @field_validator("email")
+    @classmethod
+    def _fits_once_normalized(cls, value: str) -> str:
+        # accounts.create_user stores the address lower-cased; some letters grow (İ -> i̇)
+        if len(value.strip().lower()) > EMAIL_MAX:
+            raise ValueError(f"must have at most {EMAIL_MAX} characters once lower-cased")
+        return value
 
 
 class UserPublic(BaseModel):
@@ -27,7 +39,7 @@ class UserCreated(UserPublic):
 
 
 class TokenCreate(BaseModel):
-    name: str = Field("default", min_length=1, max_length=100)
+    name: CleanStr = Field("default", min_length=1, max_length=100)
 
 
 class TokenPublic(BaseModel):

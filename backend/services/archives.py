@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import lzma
 import stat
 import zipfile
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -12,6 +15,22 @@ from backend.services.errors import InvalidSubmission, PayloadTooLarge
 
 _SKIP = ("__MACOSX/",)
 _CHUNK = 1 << 20
+_NAME_MAX = 255  # bytes per path component on common filesystems
+# What zipfile raises for archives it cannot read: a broken central directory, an encrypted
+# or unsupported entry, corrupt compressed data (zlib, bz2 raises OSError, lzma), a bad CRC.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    EOFError,
+    OverflowError,
+    zlib.error,
+    lzma.LZMAError,
+)
+# Entries that clash with each other on disk (a file where a folder is, and the reverse).
+_CLASH_ERRNOS = {errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG}
 
 
 def member_path(name: str, what: str) -> PurePosixPath | None:
@@ -26,6 +45,12 @@ def member_path(name: str, what: str) -> PurePosixPath | None:
         raise InvalidSubmission(what, name, "zip entry has an absolute path")
     if ".." in path.parts:
         raise InvalidSubmission(what, name, "zip entry escapes the folder ('..' in its path)")
+    if not path.parts:
+        if name.endswith("/"):
+            return None  # "./": the folder itself
+        raise InvalidSubmission(what, name, "zip entry has an empty path")
+    if any(len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX for part in path.parts):
+        raise InvalidSubmission(what, name, f"zip entry has a name over {_NAME_MAX} bytes")
     return path
 
 
@@ -35,10 +60,7 @@ def safe_extract(
     """Extract a zip into `dest`; refuse traversal, absolute paths, symlinks and more than
     `max_bytes` uncompressed (counted while writing: zip headers can lie). `strip` drops a
     leading folder. Returns the relative paths written."""
-    try:
-        archive = zipfile.ZipFile(source)
-    except zipfile.BadZipFile:
-        raise InvalidSubmission(what, "", "not a zip file") from None
+    archive = _open_zip(source, what)
     written: list[PurePosixPath] = []
     total = 0
     with archive:
@@ -56,12 +78,23 @@ def safe_extract(
                 if not rel.parts:
                     continue
             target = dest.joinpath(*rel.parts)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as src, target.open("wb") as out:
-                for chunk in iter(lambda: src.read(_CHUNK), b""):
+            try:
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                out = target.open("wb")
+            except OSError as exc:
+                if exc.errno not in _CLASH_ERRNOS:
+                    raise
+                raise InvalidSubmission(
+                    what,
+                    info.filename,
+                    "zip entry clashes with another (a file and a folder "
+                    "of the same name, or a path too long)",
+                ) from None
+            with out:
+                for chunk in _read_entry(archive, info, what):
                     total += len(chunk)
                     if total > max_bytes:
                         raise PayloadTooLarge(
@@ -72,13 +105,30 @@ def safe_extract(
     return written
 
 
+def _open_zip(source: BinaryIO, what: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(source)
+    except (*_ZIP_ERRORS, OSError) as exc:
+        detail = f": {exc}" if not isinstance(exc, zipfile.BadZipFile) else ""
+        raise InvalidSubmission(what, "", f"not a zip file{detail}") from None
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> Iterator[bytes]:
+    """The entry's bytes in chunks; a corrupt, encrypted or unsupported entry is the
+    uploader's error. (Only reading is guarded: a failing write is the server's.)"""
+    try:
+        with archive.open(info) as src:
+            while chunk := src.read(_CHUNK):
+                yield chunk
+    except (*_ZIP_ERRORS, OSError) as exc:
+        raise InvalidSubmission(what, info.filename, f"zip entry cannot be read: {exc}") from None
+
+
 def zip_names(source: BinaryIO, what: str) -> list[PurePosixPath]:
     """Checked member paths of a zip, without extracting."""
     try:
-        with zipfile.ZipFile(source) as archive:
+        with _open_zip(source, what) as archive:
             names = [member_path(i.filename, what) for i in archive.infolist()]
-    except zipfile.BadZipFile:
-        raise InvalidSubmission(what, "", "not a zip file") from None
     finally:
         source.seek(0)
     return [n for n in names if n is not None]

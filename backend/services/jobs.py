@@ -11,13 +11,15 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from backend.models import Job, SiteResult, User
+from backend.models import INT_MAX, Job, SiteResult, User
 from backend.services.dispatch import Dispatcher
 from backend.services.errors import Conflict, NotFound
 from backend.storage import ArtifactStore
 
 
 def get_job_for(session: Session, user: User, job_id: int) -> Job:
+    if not 0 < job_id <= INT_MAX:  # no such row can exist; the database would overflow
+        raise NotFound(f"job {job_id} not found")
     job = session.get(Job, job_id, options=[selectinload(Job.rounds), selectinload(Job.results)])
     if job is None or (job.owner_id != user.id and not user.is_admin):
         raise NotFound(f"job {job_id} not found")

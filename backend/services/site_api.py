@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.models import (
+    INT_MAX,
     Artifact,
     Job,
     JobStatus,
@@ -34,6 +35,8 @@ from resonfl.job import SHARDS_DIR
 
 
 def get_job_for_site(session: Session, site: Site, job_id: int) -> Job:
+    if not 0 < job_id <= INT_MAX:  # no such row can exist; the database would overflow
+        raise NotFound(f"job {job_id} not found")
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
@@ -83,8 +86,11 @@ def set_state(
     log: str | None,
     dispatcher: Dispatcher,
 ) -> SiteResult:
-    """Record a site's progress; a failure is handed to the round state machine."""
+    """Record a site's progress; a failure is handed to the round state machine. Only a round
+    the job has opened takes reports (no rows for rounds that do not exist)."""
     job = get_job_for_site(session, site, job_id)
+    if _round(session, job.id, round_num) is None:
+        raise NotFound(f"job {job_id} has no round {round_num}")
     result = _result_row(session, job.id, round_num, site.name)
     if result.status == ResultStatus.DONE:
         raise Conflict(f"site {site.name!r} already delivered round {round_num}")
@@ -116,6 +122,8 @@ def submit_result(
     Returns (result, duplicate): posting the same update twice is a no-op."""
     job = get_job_for_site(session, site, job_id)
     declared = str(meta["sha256"])
+    if _round(session, job.id, round_num) is None:
+        raise Conflict(f"job {job.id} round {round_num} is not started; results are not accepted")
     existing = session.scalar(_result_query(job.id, round_num, site.name))
     if existing is not None and existing.status == ResultStatus.DONE:
         if existing.sha256 == declared:
@@ -198,6 +206,8 @@ def _check_open(session: Session, job: Job, round_num: int) -> None:
 
 
 def _round(session: Session, job_id: int, round_num: int) -> Round | None:
+    if not 0 <= round_num <= INT_MAX:
+        return None
     return session.scalar(select(Round).where(Round.job_id == job_id, Round.number == round_num))
 
 

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 from sqlalchemy.orm import Session
 
 from backend.models import Artifact, Job, JobStatus, User
+from backend.schemas.common import UnsafeJSON, clean_json
 from backend.services.archives import safe_extract, tree, write_zip, zip_names
 from backend.services.dispatch import Dispatcher
 from backend.services.errors import InvalidSubmission, PayloadTooLarge
@@ -125,7 +126,12 @@ def _add_shard(upload: Upload, folder: Path, max_bytes: int) -> None:
         )
     strip = site if names and all(n.parts[0] == site and len(n.parts) > 1 for n in names) else None
     target = folder / SHARDS_DIR / site
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InvalidSubmission(
+            "shards", upload.filename, f"{SHARDS_DIR}/{site} is a file in job_zip, not a folder"
+        ) from None
     safe_extract(upload.file, target, what, max_bytes, strip=strip)
 
 
@@ -133,7 +139,7 @@ def _checkpoint_target(folder: Path) -> str:
     try:
         meta = json.loads((folder / META).read_text("utf-8"))
         name = meta.get("model_checkpoint")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         name = None
     if name not in CHECKPOINT_NAMES:
         raise InvalidSubmission(
@@ -146,7 +152,11 @@ def _checkpoint_target(folder: Path) -> str:
 
 def _copy(src: BinaryIO, target: Path, max_bytes: int, what: str) -> None:
     size = 0
-    with target.open("wb") as out:
+    try:
+        out = target.open("wb")
+    except (IsADirectoryError, NotADirectoryError):
+        raise InvalidSubmission(what, "", "job_zip holds a folder where this file goes") from None
+    with out:
         for chunk in iter(lambda: src.read(_CHUNK), b""):
             size += len(chunk)
             if size > max_bytes:
@@ -160,6 +170,13 @@ def _validate(folder: Path) -> JobSpec:
         spec = validate_job_dir(folder)
     except JobValidationError as exc:
         raise InvalidSubmission(exc.file, exc.field, exc.message) from None
+    for name in (META, CLIENT_CONFIG, SERVER_CONFIG):
+        # stored as JSON columns and sent back in every job response: refuse what a database
+        # or a response cannot carry ("\ud800" and "\u0000" are valid JSON escapes)
+        try:
+            clean_json(json.loads((folder / name).read_text("utf-8")))
+        except UnsafeJSON as exc:
+            raise InvalidSubmission(name, exc.where, exc.reason) from None
     shards_dir = folder / SHARDS_DIR
     if shards_dir.is_dir():
         for entry in sorted(shards_dir.iterdir()):

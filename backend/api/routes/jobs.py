@@ -8,7 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile, status
 from fastapi.responses import FileResponse
 
-from backend.api.deps import CurrentUser, DispatcherDep, SessionDep, SettingsDep, StoreDep
+from backend.api.deps import (
+    CurrentUser,
+    DispatcherDep,
+    JobId,
+    RoundNum,
+    SessionDep,
+    SettingsDep,
+    Skip,
+    StoreDep,
+)
 from backend.models import Job
 from backend.schemas.jobs import (
     JobDetail,
@@ -80,7 +89,7 @@ def create_job(
 def read_jobs(
     session: SessionDep,
     user: CurrentUser,
-    skip: Annotated[int, Query(ge=0)] = 0,
+    skip: Skip = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobsPublic:
     jobs, count = job_service.list_jobs(session, user, skip, limit)
@@ -88,21 +97,21 @@ def read_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail)
-def read_job(job_id: int, session: SessionDep, user: CurrentUser) -> JobDetail:
+def read_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> JobDetail:
     """A job with its rounds and each site's result (status, samples, metrics, timings)."""
     return job_detail(job_service.get_job_for(session, user, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(
-    job_id: int, session: SessionDep, user: CurrentUser, dispatcher: DispatcherDep
+    job_id: JobId, session: SessionDep, user: CurrentUser, dispatcher: DispatcherDep
 ) -> JobPublic:
     return JobPublic.model_validate(job_service.cancel_job(session, user, job_id, dispatcher))
 
 
 @router.get("/{job_id}/logs", response_model=JobLogs)
 def read_job_logs(
-    job_id: int,
+    job_id: JobId,
     session: SessionDep,
     store: StoreDep,
     user: CurrentUser,
@@ -124,7 +133,7 @@ def read_job_logs(
 
 @router.get("/{job_id}/download", response_class=FileResponse)
 def download_job_model(
-    job_id: int, session: SessionDep, store: StoreDep, user: CurrentUser
+    job_id: JobId, session: SessionDep, store: StoreDep, user: CurrentUser
 ) -> FileResponse:
     """The final global model, model_out/checkpoint.pt."""
     path = job_service.model_file(session, store, user, job_id)
@@ -133,7 +142,7 @@ def download_job_model(
 
 @router.get("/{job_id}/rounds/{round_num}/download", response_class=FileResponse)
 def download_round_model(
-    job_id: int, round_num: int, session: SessionDep, store: StoreDep, user: CurrentUser
+    job_id: JobId, round_num: RoundNum, session: SessionDep, store: StoreDep, user: CurrentUser
 ) -> FileResponse:
     """The global model after round N, files_out/GLOBAL_MODEL_round_N.pt."""
     path = job_service.model_file(session, store, user, job_id, round_num)

@@ -3,14 +3,21 @@ services.site_api.get_job_for_site, never here."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
-from backend.api.deps import CurrentSite, DispatcherDep, SessionDep, SettingsDep, StoreDep
+from backend.api.deps import (
+    CurrentSite,
+    DispatcherDep,
+    JobId,
+    RoundNum,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+)
 from backend.schemas.sites import (
     HeartbeatIn,
     HeartbeatOut,
@@ -36,7 +43,7 @@ def update_site_status(body: HeartbeatIn, session: SessionDep, site: CurrentSite
 
 
 @router.get("/jobs/{job_id}", response_model=SiteJobPublic)
-def read_site_job(job_id: int, session: SessionDep, site: CurrentSite) -> SiteJobPublic:
+def read_site_job(job_id: JobId, session: SessionDep, site: CurrentSite) -> SiteJobPublic:
     job = site_api.get_job_for_site(session, site, job_id)
     return SiteJobPublic(
         id=job.id,
@@ -51,7 +58,7 @@ def read_site_job(job_id: int, session: SessionDep, site: CurrentSite) -> SiteJo
 
 @router.get("/jobs/{job_id}/bundle", response_class=FileResponse)
 def read_job_bundle(
-    job_id: int, session: SessionDep, store: StoreDep, site: CurrentSite, tasks: BackgroundTasks
+    job_id: JobId, session: SessionDep, store: StoreDep, site: CurrentSite, tasks: BackgroundTasks
 ) -> FileResponse:
     """The job folder as a zip, with this site's shard and no other site's."""
     path = site_api.build_bundle(session, store, site, job_id)
@@ -61,7 +68,7 @@ def read_job_bundle(
 
 @router.get("/jobs/{job_id}/shard", response_class=FileResponse)
 def read_job_shard(
-    job_id: int, session: SessionDep, store: StoreDep, site: CurrentSite
+    job_id: JobId, session: SessionDep, store: StoreDep, site: CurrentSite
 ) -> FileResponse:
     """This site's data shard as a zip."""
     key = site_api.shard_key(session, site, job_id)
@@ -70,7 +77,7 @@ def read_job_shard(
 
 @router.get("/jobs/{job_id}/rounds/{round_num}/weights", response_class=FileResponse)
 def read_round_weights(
-    job_id: int, round_num: int, session: SessionDep, store: StoreDep, site: CurrentSite
+    job_id: JobId, round_num: RoundNum, session: SessionDep, store: StoreDep, site: CurrentSite
 ) -> FileResponse:
     """The global weights entering round N (safetensors); `X-Content-SHA256` is their hash."""
     rnd = site_api.round_weights(session, site, job_id, round_num)
@@ -85,8 +92,8 @@ def read_round_weights(
 
 @router.post("/jobs/{job_id}/rounds/{round_num}/state", status_code=204)
 def update_round_state(
-    job_id: int,
-    round_num: int,
+    job_id: JobId,
+    round_num: RoundNum,
     body: SiteStateIn,
     session: SessionDep,
     store: StoreDep,
@@ -101,8 +108,8 @@ def update_round_state(
 
 @router.post("/jobs/{job_id}/rounds/{round_num}/result", response_model=ResultAccepted)
 def create_round_result(
-    job_id: int,
-    round_num: int,
+    job_id: JobId,
+    round_num: RoundNum,
     weights: Annotated[UploadFile, File(description="the updated weights, safetensors")],
     meta: Annotated[str, Form(description="JSON: ResultMeta (samples, metrics, sha256, ...)")],
     session: SessionDep,
@@ -114,9 +121,14 @@ def create_round_result(
     """Upload this site's update for a round. The sha256 is checked, the file must be
     safetensors; posting the same update twice returns the first with duplicate=true."""
     try:
-        parsed = ResultMeta.model_validate(json.loads(meta))
-    except (ValueError, ValidationError) as exc:
-        raise InvalidSubmission("meta", "", f"not a valid ResultMeta JSON: {exc}") from None
+        # pydantic's own JSON parser: depth-limited, so "[[[[..." is a 422, not a RecursionError
+        parsed = ResultMeta.model_validate_json(meta)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in err["loc"])
+        raise InvalidSubmission(
+            "meta", field, f"not a valid ResultMeta JSON: {err['msg']}"
+        ) from None
     result, duplicate = site_api.submit_result(
         session,
         store,
