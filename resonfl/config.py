@@ -104,7 +104,7 @@ class FederationConfig(_Strict):
     workflow_args: dict[str, Any] = Field(default_factory=dict)
     aggregator_path: str = DEFAULT_AGGREGATOR
     aggregator_args: dict[str, Any] = Field(default_factory=dict)
-    round_timeout_s: float = Field(3600.0, gt=0)
+    round_timeout_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600, description="at most a week")
     gpus_per_site: int = Field(0, ge=0, le=64)
 
     @field_validator("sites")

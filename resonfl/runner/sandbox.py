@@ -9,6 +9,7 @@ no tokens, database URLs or other server secrets reach it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import shutil
@@ -419,7 +420,8 @@ def run_site_round(
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite int or float: NaN/inf metrics (a diverged site) are dropped, not averaged."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _read_result(path: Path) -> dict[str, Any]:

@@ -64,3 +64,23 @@ def test_too_few_sites_fails_the_simulation_with_the_reason(tmp_path: Path, tiny
 
     with pytest.raises(SimulationError, match="disk on fire"):
         simulate(job_dir, tmp_path / "ws", progress=False)
+
+
+NAN_METRIC = '''
+_train_ok = fl_train_model
+
+
+def fl_train_model(model, env, out_dir, logger):
+    result = _train_ok(model, env, out_dir, logger)
+    result["metrics"]["val_loss"] = float("nan")
+    return result
+'''
+
+
+def test_non_finite_metrics_are_dropped_not_averaged(tmp_path: Path, tiny_model_def: str) -> None:
+    job_dir = render(tmp_path, tiny_model_def + NAN_METRIC)
+
+    result = simulate(job_dir, tmp_path / "ws", num_rounds=1, progress=False)
+
+    assert "val_loss" not in result.rounds[0].metrics
+    assert "train_loss" in result.rounds[0].metrics
