@@ -52,12 +52,13 @@ def platform_rounds(args: argparse.Namespace, work: Path, job_dir: Path) -> list
         plat.stop()
     rows = [{"round": r["number"], **r["timings"]} for r in job["rounds"]]
     print(f"\nplatform: job {job_id} {job['status']} in {total:.1f} s")
-    print("round  round_s  train_s(slowest site)  overhead_s  share")
+    print("round  round_s  train_s(slowest site)  overhead_s  share  (in site task / between tasks)")
     for t in rows:
         share = t["overhead_s"] / t["round_s"] if t["round_s"] else 0.0
         print(
             f"{t['round']:>5}  {t['round_s']:7.2f}  {t['train_s_max']:21.2f}  "
-            f"{t['overhead_s']:10.2f}  {share:5.0%}"
+            f"{t['overhead_s']:10.2f}  {share:5.0%}  "
+            f"({t.get('site_overhead_s', 0):.2f} / {t.get('transport_s', 0):.2f})"
         )
     steady = rows[1:] or rows  # round 0 includes the sites' first bundle download
     med_round = statistics.median(t["round_s"] for t in steady)

@@ -129,7 +129,10 @@ def _warm_pool() -> Any:
     if _POOL is None:
         from resonfl.runner import WarmPool
 
-        _POOL = WarmPool()
+        # One is enough once a round lasts longer than a start (a few seconds). Rounds of about
+        # a second (the tiny digits demo on 2 cores) outrun it either way: every 2nd (size 1)
+        # or 3rd (size 2) round finds its process still importing; the median is the same.
+        _POOL = WarmPool(size=1)
     return _POOL
 
 
