@@ -4,16 +4,14 @@ RESONFL_TEST_POSTGRES_URL is set), real artifact store in tmp_path, migrations a
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from backend_support import MAX_UPLOAD, RecordingDispatcher, auth, job_spec
+from pg_support import fresh_postgres_database
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from backend.app import create_app
@@ -26,16 +24,7 @@ def _postgres_database() -> Iterator[str]:
     base = os.environ.get("RESONFL_TEST_POSTGRES_URL")
     if not base:
         pytest.skip("RESONFL_TEST_POSTGRES_URL is not set")
-    name = f"resonfl_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from fresh_postgres_database(base)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

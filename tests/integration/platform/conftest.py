@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from pg_support import fresh_postgres_database
 from sqlalchemy.engine import make_url
 
 from resonfl.platform.local import LocalPlatform
@@ -31,16 +30,7 @@ def platform_database_url() -> Iterator[str | None]:
     if not base or make_url(base).get_backend_name() != "postgresql":
         yield None  # SQLite file in the platform's data folder
         return
-    name = f"resonfl_platform_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from fresh_postgres_database(base, prefix="resonfl_platform")
 
 
 @pytest.fixture(scope="session")
