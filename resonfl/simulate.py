@@ -1,7 +1,7 @@
 """Local simulator: run a job folder on one machine, no server, same files as the platform.
 
-Every site's round runs in its own child process through the same sandboxed runner the site
-workers use; aggregation uses the same `resonfl.fl` classes as the server; the workspace gets
+Every site's rounds run in a child process of their own (one per site, kept across the rounds:
+`resonfl.runner.SessionPool`) through the same sandboxed runner the site workers use; aggregation uses the same `resonfl.fl` classes as the server; the workspace gets
 the server's layout (``files_out/GLOBAL_MODEL*.pt``, ``model_out/checkpoint.pt``).
 """
 
@@ -21,6 +21,7 @@ from resonfl.fl.shareable import FullModelShareableGenerator
 from resonfl.job import Job, JobValidationError
 from resonfl.runner import (
     SandboxError,
+    SessionPool,
     SiteRoundResult,
     WarmPool,
     init_global_weights,
@@ -121,6 +122,7 @@ def simulate(
     result = SimulationResult(ws, ws / "model_out" / "checkpoint.pt")
     pool = WarmPool(size=workers)
     pool.fill(env_extra)
+    sessions = SessionPool(pool)  # one job process per site, kept across the rounds
     try:
         for rnd in range(rounds):
             started = time.monotonic()
@@ -139,6 +141,7 @@ def simulate(
                     task_args=task_args,
                     env_extra=env_extra,
                     pool=pool,
+                    session=sessions.session(site, env_extra),
                 )
 
             outcomes = _run_all(chosen, train, workers)
@@ -181,6 +184,7 @@ def simulate(
             if on_round:
                 on_round(summary)
     finally:
+        sessions.close()
         pool.close()
         if bar is not None:
             bar.close()

@@ -77,7 +77,7 @@ def simulator_rounds(work: Path, job_dir: Path) -> None:
     walls = [r.wall_s for r in result.rounds]
     trains = [r.train_s for r in result.rounds]
     print(
-        f"\nsimulator (same job, one process per site and round): median round "
+        f"\nsimulator (same job, one job process per site, kept across rounds): median round "
         f"{statistics.median(walls[1:] or walls):.2f} s, slowest site's training "
         f"{statistics.median(trains[1:] or trains):.2f} s"
     )

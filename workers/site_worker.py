@@ -2,8 +2,8 @@
 
 `train_round` fetches the job bundle once per job (cached under the worker's data root),
 fetches the round's global weights and checks their sha256, runs the job's round in the
-sandboxed runner (a fresh child process that sees neither the site token nor any server
-secret, and only this worker's GPUs), and uploads the update with its samples, metrics and
+sandboxed runner (a child process of that job's own, kept across its rounds, that sees
+neither the site token nor any server secret, and only this worker's GPUs), and uploads the update with its samples, metrics and
 log. A heartbeat thread tells the server the worker is alive and idle or busy.
 """
 
@@ -136,6 +136,26 @@ def _warm_pool() -> Any:
     return _POOL
 
 
+_SESSIONS: Any = None
+
+
+def _job_sessions() -> Any:
+    """One job process per job, kept across that job's rounds on this site (closed when the
+    job ends, when another job's round takes its place, or after 10 idle minutes)."""
+    global _SESSIONS
+    if _SESSIONS is None:
+        from resonfl.runner import SessionPool
+
+        # One at a time: a job between rounds must not hold a GPU another job's round needs.
+        _SESSIONS = SessionPool(_warm_pool(), idle_timeout_s=600.0, max_sessions=1)
+    return _SESSIONS
+
+
+def _close_job_process(job_id: int) -> None:
+    if _SESSIONS is not None:
+        _SESSIONS.close_job(str(job_id))
+
+
 class Heartbeat(threading.Thread):
     """Posts the worker's status every `heartbeat_s`; failures are logged, never fatal."""
 
@@ -169,6 +189,8 @@ def train_round(cfg: SiteConfig, job_id: int, round_num: int) -> str:
     api = SiteAPI(cfg)
     try:
         info = api.job(job_id)
+        if info["status"] != "running":
+            _close_job_process(job_id)
         if info["status"] != "running" or info.get("current_round") != round_num:
             return f"skipped: job {job_id} is {info['status']}, round {info.get('current_round')}"
         with STATE.lock:
@@ -210,6 +232,7 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     work.mkdir(parents=True)
     weights_in = work / "global.safetensors"
     api.download(f"/site/jobs/{job_id}/rounds/{round_num}/weights", weights_in)
+    env = _job_env(cfg, gpus)
     try:
         result = run_site_round(
             job_dir,
@@ -222,9 +245,10 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
             state_dir=cfg.data_root / "jobs" / str(job_id) / "state",
             timeout_s=fed.round_timeout_s,
             task_args=job.build_aggregator().client_args(),
-            env_extra=_job_env(cfg, gpus),
+            env_extra=env,
             pool=_warm_pool(),
             should_stop=_stop_when_job_moves_on(api, job_id, round_num),
+            session=_job_sessions().session(str(job_id), env),
         )
     except SandboxCancelled as exc:
         log.info("job %s round %s: %s", job_id, round_num, exc)
@@ -232,6 +256,8 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     except SandboxError as exc:
         api.state(job_id, round_num, "failed", error=str(exc), log_text=exc.log)
         return f"failed: {exc}"
+    if round_num >= fed.num_rounds - 1:
+        _close_job_process(job_id)  # its last round: nothing more will come for it
     api.state(job_id, round_num, "uploading")
     meta = {
         "samples": result.samples,

@@ -1,9 +1,11 @@
 """Sandboxed execution of job code: one site's round, or the persistor's initial weights."""
 
 from resonfl.runner.sandbox import (
+    JobSession,
     SandboxCancelled,
     SandboxError,
     SandboxTimeout,
+    SessionPool,
     SiteRoundResult,
     WarmPool,
     init_global_weights,
@@ -12,9 +14,11 @@ from resonfl.runner.sandbox import (
 )
 
 __all__ = [
+    "JobSession",
     "SandboxCancelled",
     "SandboxError",
     "SandboxTimeout",
+    "SessionPool",
     "SiteRoundResult",
     "WarmPool",
     "init_global_weights",

@@ -3,7 +3,8 @@
 Job code (model_def.py and the job's scripts) never runs inside a platform process. Each call
 starts a fresh Python (never a fork, so CUDA initialises cleanly), in its own session so the
 whole process tree can be killed on timeout, with an environment rebuilt from an allow-list:
-no tokens, database URLs or other server secrets reach it.
+no tokens, database URLs or other server secrets reach it. `JobSession` keeps one such process
+for the rounds of one job on one site (never shared between jobs).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class WarmPool:
         self.size = size
         self._idle: dict[tuple[tuple[str, str], ...], list[subprocess.Popen[bytes]]] = {}
         self._lock = threading.Lock()
-        self._requests: queue.Queue[tuple[dict[str, str] | None, threading.Event] | None] = (
+        self._requests: queue.Queue[tuple[Callable[[], None], threading.Event] | None] = (
             queue.Queue()
         )
         self._closed = False
@@ -118,11 +119,35 @@ class WarmPool:
 
     def _spawner(self) -> None:
         while (request := self._requests.get()) is not None:
-            env_extra, done = request
+            work, done = request
             try:
-                self._top_up(env_extra)
+                work()
+            except Exception:  # noqa: BLE001 - a failed start must not end the pool's thread
+                pass
             finally:
                 done.set()
+
+    def _on_thread(self, work: Callable[[], None], wait: bool) -> None:
+        done = threading.Event()
+        self._requests.put((work, done))
+        if wait:
+            done.wait(timeout=30)
+
+    @staticmethod
+    def _start(env_extra: dict[str, str] | None) -> subprocess.Popen[bytes]:
+        # stdout is a pipe: a process given a one-round task points fd 1 at the round's log;
+        # one serving a job's rounds (keep_stdout) writes its control lines there.
+        return subprocess.Popen(
+            [sys.executable, str(WARM_SCRIPT)],
+            cwd=tempfile.gettempdir(),
+            env=base_env(env_extra),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_die_with_parent,
+        )
 
     def _top_up(self, env_extra: dict[str, str] | None) -> None:
         key = self._key(env_extra)
@@ -131,30 +156,21 @@ class WarmPool:
                 return
             idle = [p for p in self._idle.get(key, []) if p.poll() is None]
             while len(idle) < self.size:
-                idle.append(
-                    subprocess.Popen(
-                        [sys.executable, str(WARM_SCRIPT)],
-                        cwd=tempfile.gettempdir(),
-                        env=base_env(env_extra),
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                        start_new_session=True,
-                        close_fds=True,
-                        preexec_fn=_die_with_parent,
-                    )
-                )
+                idle.append(self._start(env_extra))
             self._idle[key] = idle
 
     def fill(self, env_extra: dict[str, str] | None = None, wait: bool = True) -> None:
         """Start idle processes for this environment up to the pool size."""
-        done = threading.Event()
-        self._requests.put((dict(env_extra or {}), done))
-        if wait:
-            done.wait(timeout=30)
+        env = dict(env_extra or {})
+        self._on_thread(lambda: self._top_up(env), wait)
 
-    def take(self, env_extra: dict[str, str] | None) -> subprocess.Popen[bytes] | None:
-        """An idle pre-started process for this environment, or None; refills either way."""
+    def take(
+        self, env_extra: dict[str, str] | None, start: bool = False
+    ) -> subprocess.Popen[bytes] | None:
+        """An idle pre-started process for this environment, or None; refills either way.
+
+        With ``start``, a process is started now (on the pool's thread) when none is idle;
+        it pays the whole start, but lives as long as the pool's thread (see above)."""
         key = self._key(env_extra)
         proc = None
         with self._lock:
@@ -163,6 +179,18 @@ class WarmPool:
                 candidate = idle.pop(0)
                 if candidate.poll() is None:
                     proc = candidate
+                else:
+                    _close_pipes(candidate)
+        if proc is None and start:
+            started: list[subprocess.Popen[bytes]] = []
+
+            def start_one() -> None:
+                with self._lock:
+                    if not self._closed:
+                        started.append(self._start(env_extra))
+
+            self._on_thread(start_one, wait=True)
+            proc = started[0] if started else None
         self.fill(env_extra, wait=False)
         return proc
 
@@ -174,6 +202,7 @@ class WarmPool:
         self._requests.put(None)
         for proc in procs:
             _kill_tree(proc)
+            _close_pipes(proc)
 
     def __enter__(self) -> WarmPool:
         return self
@@ -231,6 +260,7 @@ def run_sandboxed(
         finally:
             # A job may leave children behind in its session; never let them outlive the run.
             _kill_group(proc.pid)
+            _close_pipes(proc)
     return SandboxRun(returncode, _read_log(log_path), time.monotonic() - started)
 
 
@@ -282,6 +312,276 @@ def _hand_to_warm(
         _kill_tree(proc)
         return None
     return proc
+
+
+def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+class JobSession:
+    """One long-lived job process serving the rounds of ONE job on ONE site.
+
+    The first round takes a pre-started process from the pool (or has the pool's thread start
+    one) and turns it into the executor's ``--serve`` loop; later rounds are one request line
+    each on its stdin, answered by a ``{"done": round, "rc": code}`` line on its stdout. Each
+    round keeps its own folder, log, environment and time limit. A round that fails, crashes,
+    runs past its limit or is stopped kills the process (its whole session group); the next
+    round starts a fresh one. Never shared between jobs: `SessionPool` keys it by job.
+    """
+
+    def __init__(self, pool: WarmPool, env_extra: dict[str, str] | None = None) -> None:
+        self.pool = pool
+        self.env_extra = dict(env_extra or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.lock = threading.Lock()
+        self.last_used = time.monotonic()
+        self.starts = 0  # processes this session has started or taken (1 when all went well)
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def run_round(
+        self,
+        executor: Path,
+        task_path: Path,
+        work_dir: Path,
+        round_num: int,
+        timeout_s: float,
+        log_path: Path | None = None,
+        should_stop: Callable[[], str | None] | None = None,
+        poll_s: float = 5.0,
+    ) -> SandboxRun:
+        """Run one round's task in the job process; the same contract as `run_sandboxed`."""
+        log_path = log_path or work_dir / "job.log"
+        started = time.monotonic()
+        log_path.write_bytes(b"")
+        request = {
+            "task": str(task_path),
+            "log": str(log_path),
+            "cwd": str(work_dir),
+            "env": folder_env(work_dir),
+            "round": round_num,
+        }
+        with self.lock:
+            try:
+                if self.proc is None or self.proc.poll() is not None:
+                    self._start(executor, work_dir, log_path)
+                if not self._send(request):  # it died since the last round: start afresh
+                    self._start(executor, work_dir, log_path)
+                    if not self._send(request):
+                        raise SandboxError("could not start the job process", _read_log(log_path))
+                returncode = self._wait_done(started + timeout_s, should_stop, poll_s)
+            except subprocess.TimeoutExpired:
+                self._discard()
+                text = _read_log(log_path)
+                raise SandboxTimeout(f"job code ran past its time limit of {timeout_s:g} s", text) from None
+            except _Stopped as stop:
+                self._discard()
+                raise SandboxCancelled(f"stopped: {stop.reason}", _read_log(log_path)) from None
+            except BaseException:
+                self._discard()
+                raise
+            if returncode != 0:
+                self._discard()
+            elif self.proc is not None:
+                _kill_strays(self.proc.pid)  # children the round left behind in the group
+            self.last_used = time.monotonic()
+        return SandboxRun(returncode, _read_log(log_path), time.monotonic() - started)
+
+    def _start(self, executor: Path, work_dir: Path, log_path: Path) -> None:
+        self._discard()
+        proc = self.pool.take(self.env_extra, start=True)
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            raise SandboxError("could not start the job process (the pool is closed)")
+        self.starts += 1
+        self.proc = proc
+        self._lines = lines = queue.Queue()
+        threading.Thread(
+            target=_read_lines, args=(proc.stdout, lines), name="job-session", daemon=True
+        ).start()
+        argv = [str(executor), "--serve", "--ctl-fd", "1"]
+        self._send(
+            {"argv": argv, "cwd": str(work_dir), "env": {}, "log": str(log_path), "keep_stdout": True}
+        )
+
+    def _send(self, message: dict[str, Any]) -> bool:
+        proc = self.proc
+        if proc is None or proc.stdin is None:
+            return False
+        try:
+            proc.stdin.write(json.dumps(message).encode() + b"\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self._discard()
+            return False
+        return True
+
+    def _wait_done(
+        self, deadline: float, should_stop: Callable[[], str | None] | None, poll_s: float
+    ) -> int:
+        assert self.proc is not None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(self.proc.args, 0)
+            try:
+                line = self._lines.get(timeout=min(left, poll_s) if should_stop else left)
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(self.proc.args, 0) from None
+                reason = should_stop() if should_stop else None
+                if reason:
+                    raise _Stopped(reason) from None
+                continue
+            if line is None:  # the process ended without finishing the round (a crash)
+                try:
+                    code = self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    code = -1
+                return code or 1
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and "done" in message:
+                rc = message.get("rc", 1)
+                return rc if isinstance(rc, int) else 1
+
+    def _discard(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            _kill_tree(proc)
+            _close_pipes(proc)
+
+    def close(self) -> None:
+        """End the job process (its whole group); a later round would start a fresh one."""
+        with self.lock:
+            self._discard()
+
+
+class SessionPool:
+    """Job processes kept across rounds, one per (job, environment); see `JobSession`.
+
+    ``max_sessions`` bounds how many jobs keep a process (least recently used closed first;
+    1 on a site worker, so a job between rounds never holds a GPU another job's round needs);
+    a session idle for ``idle_timeout_s`` is closed by the pool's own thread.
+    """
+
+    def __init__(
+        self,
+        pool: WarmPool,
+        idle_timeout_s: float = 600.0,
+        max_sessions: int | None = None,
+    ) -> None:
+        self.pool = pool
+        self.idle_timeout_s = idle_timeout_s
+        self.max_sessions = max_sessions
+        self._sessions: dict[tuple[str, tuple[tuple[str, str], ...]], JobSession] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="job-sessions", daemon=True)
+        self._reaper.start()
+
+    def session(self, job_key: str, env_extra: dict[str, str] | None = None) -> JobSession:
+        key = (str(job_key), WarmPool._key(env_extra))
+        evicted: list[JobSession] = []
+        with self._lock:
+            found = self._sessions.get(key)
+            if found is None:
+                found = self._sessions[key] = JobSession(self.pool, env_extra)
+            found.last_used = time.monotonic()
+            if self.max_sessions is not None:
+                others = sorted(
+                    (s for k, s in self._sessions.items() if k != key),
+                    key=lambda s: s.last_used,
+                )
+                while others and len(self._sessions) > self.max_sessions:
+                    old = others.pop(0)
+                    self._drop(old)
+                    evicted.append(old)
+        for old in evicted:
+            old.close()
+        return found
+
+    def _drop(self, session: JobSession) -> None:
+        for k, s in list(self._sessions.items()):
+            if s is session:
+                del self._sessions[k]
+
+    def close_job(self, job_key: str) -> None:
+        """The job finished, failed or was cancelled: end its processes."""
+        with self._lock:
+            gone = [s for k, s in self._sessions.items() if k[0] == str(job_key)]
+            for s in gone:
+                self._drop(s)
+        for s in gone:
+            s.close()
+
+    def close_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            idle = [s for s in self._sessions.values() if now - s.last_used > self.idle_timeout_s]
+        for s in idle:
+            if s.lock.acquire(blocking=False):  # never one that is running a round
+                try:
+                    if now - s.last_used > self.idle_timeout_s:
+                        s._discard()
+                        with self._lock:
+                            self._drop(s)
+                finally:
+                    s.lock.release()
+
+    def _reap(self) -> None:
+        while not self._stopped.wait(min(30.0, max(0.1, self.idle_timeout_s / 4))):
+            self.close_idle()
+
+    def close(self) -> None:
+        self._stopped.set()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for s in sessions:
+            s.close()
+
+    def __enter__(self) -> SessionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_lines(stream: Any, lines: queue.Queue[bytes | None]) -> None:
+    try:
+        for line in iter(stream.readline, b""):
+            lines.put(line)
+    except (OSError, ValueError):
+        pass
+    lines.put(None)
+
+
+def _kill_strays(pgid: int) -> None:
+    """Kill the processes of group ``pgid`` other than its leader (Linux; elsewhere nothing)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == pgid:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            continue
 
 
 def _die_with_parent() -> None:
@@ -363,8 +663,12 @@ def run_site_round(
     env_extra: dict[str, str] | None = None,
     pool: WarmPool | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    session: JobSession | None = None,
 ) -> SiteRoundResult:
-    """Train one site for one round in the sandbox; return its update and metrics."""
+    """Train one site for one round in the sandbox; return its update and metrics.
+
+    With a ``session`` (this job on this site) the round runs in the job's long-lived process
+    (`JobSession`); else in a process of its own (pre-started by ``pool`` when given)."""
     work = Path(work_dir).resolve()
     if work.exists():
         shutil.rmtree(work)
@@ -388,14 +692,19 @@ def run_site_round(
     }
     task_path = work / "task.json"
     task_path.write_text(json.dumps(task, indent=2), encoding="utf-8")
-    run = run_sandboxed(
-        [sys.executable, str(staged / EXECUTOR), "--task", str(task_path)],
-        work,
-        timeout_s,
-        env_extra,
-        pool=pool,
-        should_stop=should_stop,
-    )
+    if session is not None:
+        run = session.run_round(
+            staged / EXECUTOR, task_path, work, round_num, timeout_s, should_stop=should_stop
+        )
+    else:
+        run = run_sandboxed(
+            [sys.executable, str(staged / EXECUTOR), "--task", str(task_path)],
+            work,
+            timeout_s,
+            env_extra,
+            pool=pool,
+            should_stop=should_stop,
+        )
     result = _read_result(work / "result.json")
     if run.returncode != 0 or "error" in result or not (work / "update.safetensors").is_file():
         reason = result.get("error") or _last_error(run.log, f"exit code {run.returncode}")

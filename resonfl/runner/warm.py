@@ -3,10 +3,14 @@
 Starting Python and importing torch costs seconds, paid in every round by every site. The
 runner starts this script ahead of time (same scrubbed environment, own session), so when a
 round arrives it only has to say which script to run, where, and where to log. The process
-still runs exactly one task and exits: nothing is shared between rounds or jobs.
+runs exactly one task and exits: one round, or (the executor's ``--serve``) the rounds of one
+job on one site; nothing is ever shared between jobs.
 
 Protocol: one JSON line on stdin: {"argv": [script, *args], "cwd": dir, "env": {...},
-"log": path}. Deliberately self-contained (stdlib + torch) and never imports resonfl.
+"log": path, "keep_stdout": bool}. With keep_stdout (a job process that serves many rounds of
+one job: the executor's ``--serve``) only stderr goes to the log and stdout stays the pipe the
+runner reads its control lines from; the script then reads its further requests from stdin.
+Deliberately self-contained (stdlib + torch) and never imports resonfl.
 """
 
 import json
@@ -32,7 +36,8 @@ def main() -> int:
         return 0  # the runner closed us without a task (shutdown)
     task = json.loads(line)
     log_fd = os.open(task["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(log_fd, 1)
+    if not task.get("keep_stdout"):
+        os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
     os.chdir(task["cwd"])

@@ -4,12 +4,21 @@ Copied byte-identically into every job folder. Self-contained on purpose (stdlib
 numpy, safetensors only): a site worker runs it without the resonfl package installed.
 
     python custom_client_executor.py --task task.json
+    python custom_client_executor.py --serve [--ctl-fd 1]
 
 The task JSON names the job folder, the site, the round, the global weights to load
 (``weights_in``) and where to write the update (``weights_out``) and the result
 (``result_out``: ``{"samples", "metrics", "train_s", "eval_s"}`` or ``{"error"}``).
 The train function in model_def.py receives an `FLEnv`: the round's settings plus a helper
 kit (optimizer, continuous LR schedule, the whole standard loop in `FLEnv.fit`).
+
+``--serve`` keeps one process for many rounds of the SAME job on the SAME site (the runner
+never hands it another job): it reads one request per line on stdin,
+``{"task": path, "log": path, "cwd": dir, "env": {...}}``, runs the task exactly as ``--task``
+would (stdout/stderr into that round's log, environment reset to the process's own plus
+``env``, RNGs reset, model_def imported afresh, the job folder's modules dropped afterwards),
+then writes ``{"done": round, "rc": code}`` as one line to the control fd (``--ctl-fd``,
+default 1, duplicated before any round's log takes fd 1). EOF on stdin ends it.
 """
 
 from __future__ import annotations
@@ -597,18 +606,110 @@ def run_task(task: dict[str, Any], logger: logging.Logger | None = None) -> dict
         return error
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run one ResonFL client round.")
-    parser.add_argument("--task", required=True, help="path to the task JSON")
-    ns = parser.parse_args(argv)
+def run_task_file(path: str | Path) -> int:
+    """Read the task JSON at `path` and run it; the process exit code (0 or 1)."""
     try:
-        task = json.loads(Path(ns.task).read_text(encoding="utf-8"))
+        task = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         traceback.print_exc(file=sys.stderr)
-        print(f"cannot read task {ns.task}: {exc}", file=sys.stderr)
+        print(f"cannot read task {path}: {exc}", file=sys.stderr)
         return 1
     result = run_task(task)
     return 1 if "error" in result else 0
+
+
+def serve(ctl_fd: int = 1) -> int:
+    """Run rounds of one job on one site, one request per stdin line, until EOF."""
+    ctl = os.fdopen(os.dup(ctl_fd), "w", buffering=1, encoding="utf-8")
+    own_environ = dict(os.environ)
+    own_path = list(sys.path)
+    own_modules = set(sys.modules)
+    torch_seed = torch.initial_seed()
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        code = _serve_one(request, own_environ, torch_seed)
+        sys.path[:] = own_path
+        roots = _round_folders(request)
+        for name in set(sys.modules) - own_modules:
+            if _loaded_from(sys.modules.get(name), roots):
+                sys.modules.pop(name, None)
+        ctl.write(json.dumps({"done": request.get("round"), "rc": code}) + "\n")
+        ctl.flush()
+        if code != 0:
+            return code  # a failed round ends the process; the next one starts fresh
+
+
+def _serve_one(request: dict[str, Any], own_environ: dict[str, str], torch_seed: int) -> int:
+    """One round as `--task` runs it: own log on fd 1/2, cwd, environment, fresh RNGs."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(own_environ)
+    os.environ.update(request.get("env") or {})
+    import tempfile
+
+    tempfile.tempdir = None  # cached on first use: find this round's TMPDIR
+    random.seed()  # a fresh process seeds these from the OS, and torch from its default
+    np.random.seed()
+    torch.manual_seed(torch_seed)
+    try:
+        code = run_task_file(request["task"])
+    except SystemExit as exc:  # job code that exits ends the process too
+        code = exc.code if isinstance(exc.code, int) and exc.code else 1
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc(file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    return code
+
+
+def _round_folders(request: dict[str, Any]) -> list[str]:
+    """The round's own folder and its job folder (where model_def and its helpers live)."""
+    roots = [os.path.abspath(str(request["cwd"]))]
+    try:
+        task = json.loads(Path(request["task"]).read_text(encoding="utf-8"))
+        roots.append(os.path.abspath(str(task["job_dir"])))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return roots
+
+
+def _loaded_from(module: Any, roots: list[str]) -> bool:
+    """True for a module imported from one of `roots` (dropped between rounds)."""
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return False
+    path = os.path.abspath(str(origin))
+    return any(path.startswith(root + os.sep) for root in roots)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run ResonFL client rounds.")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--task", help="path to the task JSON: run one round and exit")
+    mode.add_argument("--serve", action="store_true", help="run rounds read from stdin")
+    parser.add_argument("--ctl-fd", type=int, default=1, help="--serve: fd for done lines")
+    ns = parser.parse_args(argv)
+    if ns.serve:
+        return serve(ns.ctl_fd)
+    return run_task_file(ns.task)
 
 
 if __name__ == "__main__":

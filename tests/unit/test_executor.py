@@ -302,3 +302,114 @@ def test_label_smoothing_applies_to_training_loss_only(tmp_path: Path) -> None:
         losses[smoothing] = (env.fit(model, data)["metrics"]["train_loss"], before)
     assert losses[0.0][1] == pytest.approx(losses[0.3][1])  # eval: hard-label CE either way
     assert losses[0.0][0] != pytest.approx(losses[0.3][0])
+
+
+# ------------------------------------------------------------------ serve mode (JobSession)
+SERVE_SUFFIX = RECORDING_SUFFIX + '''
+
+_recording_train = fl_train_model
+
+
+def fl_train_model(model, env, out_dir, logger):
+    """Record the process and what an earlier round left in the environment, then leave some."""
+    import json
+    import os
+
+    import tempfile
+
+    seen = {"pid": os.getpid(), "leak": os.environ.get("LEAKED_BY_ROUND"), "cwd": os.getcwd(),
+            "home": os.environ.get("HOME"), "tmp": tempfile.gettempdir()}
+    with open(os.path.join(out_dir, f"serve_{env.current_round}.json"), "w") as fh:
+        json.dump(seen, fh)
+    os.environ["LEAKED_BY_ROUND"] = str(env.current_round)
+    print("printed by round", env.current_round)
+    return _recording_train(model, env, out_dir, logger)
+'''
+
+CRASH_SUFFIX = '''
+
+_standard_train = fl_train_model
+
+
+def fl_train_model(model, env, out_dir, logger):
+    import os
+
+    with open(os.path.join(out_dir, f"pid_{env.current_round}"), "w") as fh:
+        fh.write(str(os.getpid()))
+    if env.current_round == 0:
+        print("about to crash", flush=True)
+        os._exit(3)
+    return _standard_train(model, env, out_dir, logger)
+'''
+
+
+def test_serve_mode_runs_rounds_in_one_process_exactly_as_task_mode(
+    tmp_path: Path, two_rounds: dict[str, Any]
+) -> None:
+    from resonfl.runner import SessionPool, WarmPool
+
+    job_dir = render_digits(
+        tmp_path, SERVE_SUFFIX, lr=LR, warmup_steps=WARMUP, local_steps=STEPS, ema_decay=0.9,
+        extra={"MY_FLAG": True, "MY_RATE": 0.5},
+    )
+    weights = tmp_path / "global_0.safetensors"
+    initial_weights(weights)
+    logs = []
+    with WarmPool() as pool, SessionPool(pool) as sessions:
+        session = sessions.session("job-1", {})
+        for rnd in range(ROUNDS):
+            task = make_task(tmp_path, job_dir, rnd, weights)
+            task_path = tmp_path / f"task_{rnd}.json"
+            task_path.write_text(json.dumps(task))
+            work = tmp_path / f"work_{rnd}"
+            work.mkdir()
+            run = session.run_round(job_dir / "custom_client_executor.py", task_path, work, rnd, 120)
+            assert run.returncode == 0, run.log
+            logs.append(run.log)
+            weights = Path(task["weights_out"])
+        assert session.starts == 1 and session.pid is not None
+
+    out = tmp_path / "train_out"
+    serve = [json.loads((out / f"serve_{rnd}.json").read_text()) for rnd in range(ROUNDS)]
+    assert serve[0]["pid"] == serve[1]["pid"]  # one process for both rounds
+    assert [s["leak"] for s in serve] == [None, None]  # the environment is set anew each round
+    for rnd in range(ROUNDS):
+        assert serve[rnd]["cwd"] == serve[rnd]["home"] == str(tmp_path / f"work_{rnd}")
+        assert serve[rnd]["tmp"] == str(tmp_path / f"work_{rnd}" / "tmp")
+        seen = json.loads((out / f"env_{rnd}.json").read_text())
+        assert seen["CURRENT_ROUND"] == str(rnd) and seen["MY_FLAG"] == "True"
+        assert f"printed by round {rnd}" in logs[rnd] and f"[site-a r{rnd}]" in logs[rnd]
+        assert f"printed by round {1 - rnd}" not in logs[rnd]  # each round its own log
+    assert "restored optimizer state from round 0" in logs[1]
+    # Bit for bit what a fresh process per round produced (same seeds, same state files).
+    for rnd in range(ROUNDS):
+        mine = load_file(str(tmp_path / f"out_{rnd}.safetensors"))
+        fresh = load_file(str(two_rounds["tmp"] / f"out_{rnd}.safetensors"))
+        for key, value in fresh.items():
+            assert torch.equal(mine[key], value), (rnd, key)
+        assert json.loads((tmp_path / f"result_{rnd}.json").read_text())["metrics"]["train_loss"] == (
+            json.loads((two_rounds["tmp"] / f"result_{rnd}.json").read_text())["metrics"]["train_loss"]
+        )
+
+
+def test_a_crashed_round_is_reported_and_the_next_runs_in_a_fresh_process(tmp_path: Path) -> None:
+    from resonfl.runner import SandboxError, SessionPool, WarmPool, run_site_round
+
+    job_dir = render_digits(tmp_path, CRASH_SUFFIX, local_steps=STEPS)
+    weights = tmp_path / "global.safetensors"
+    initial_weights(weights)
+    kwargs = {"data_root": job_dir / "shards" / "site-a", "state_dir": tmp_path / "state",
+              "timeout_s": 120}
+    with WarmPool() as pool, SessionPool(pool) as sessions:
+        session = sessions.session("job-1", {})
+        with pytest.raises(SandboxError, match="about to crash|exit code 3") as crash:
+            run_site_round(job_dir, "site-a", 0, ROUNDS, weights, work_dir=tmp_path / "w0",
+                           session=session, **kwargs)
+        assert "about to crash" in crash.value.log
+        assert session.pid is None  # discarded
+        result = run_site_round(job_dir, "site-a", 1, ROUNDS, weights, work_dir=tmp_path / "w1",
+                                session=session, **kwargs)
+        assert result.samples > 0 and session.starts == 2
+    crashed = int((tmp_path / "w0" / "out" / "pid_0").read_text())
+    fresh = int((tmp_path / "w1" / "out" / "pid_1").read_text())
+    assert crashed != fresh

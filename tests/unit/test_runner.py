@@ -190,3 +190,53 @@ def test_a_stop_request_kills_the_run_within_one_poll(tmp_path: Path) -> None:
         )
 
     assert time.monotonic() - started < 10
+
+
+STUCK_SERVER = """
+import json, os, sys, time
+request = json.loads(sys.stdin.readline())  # the round's request
+open(request["cwd"] + "/pid", "w").write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("stop", ["timeout", "cancel"])
+def test_a_job_process_kept_across_rounds_is_killed_at_the_limit_or_on_stop(
+    tmp_path: Path, stop: str
+) -> None:
+    from resonfl.runner import SessionPool
+
+    script = tmp_path / "server.py"
+    script.write_text(STUCK_SERVER)
+    work = tmp_path / "w"
+    work.mkdir()
+    started = time.monotonic()
+    with WarmPool() as pool, SessionPool(pool) as sessions:
+        session = sessions.session("job-1")
+        expected = SandboxTimeout if stop == "timeout" else SandboxCancelled
+        with pytest.raises(expected):
+            session.run_round(
+                script, tmp_path / "task.json", work, 0, 15 if stop == "timeout" else 120,
+                should_stop=lambda: "job cancelled" if (work / "pid").exists() else None,
+                poll_s=0.3 if stop == "cancel" else 60.0,
+            )
+        assert session.pid is None
+    assert time.monotonic() - started < 60
+    time.sleep(0.5)
+    assert not _alive(int((work / "pid").read_text()))
+
+
+def test_closing_a_job_ends_its_process_and_sessions_are_per_job(tmp_path: Path) -> None:
+    from resonfl.runner import SessionPool
+
+    with WarmPool() as pool, SessionPool(pool, max_sessions=1) as sessions:
+        a = sessions.session("job-1", {"X": "1"})
+        assert sessions.session("job-1", {"X": "1"}) is a
+        a.proc = first = pool.take({"X": "1"}, start=True)  # as if job-1 had run a round
+        b = sessions.session("job-2", {"X": "1"})  # another job never gets job-1's process,
+        assert b is not a and a.pid is None  # and (one at a time) job-1's is closed for it
+        assert first is not None and first.poll() is not None
+        b.proc = second = pool.take({"X": "1"}, start=True)
+        sessions.close_job("job-2")  # the job ended
+        assert b.pid is None and second is not None and second.poll() is not None
+        assert sessions.session("job-2", {"X": "1"}) is not b
