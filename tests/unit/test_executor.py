@@ -162,7 +162,10 @@ def test_weights_out_is_a_full_state_dict_that_trained(two_rounds: dict[str, Any
 def test_optimizer_state_is_saved_and_its_step_count_continues(two_rounds: dict[str, Any]) -> None:
     first, second = two_rounds["opt"]
     assert (first["round"], second["round"]) == (0, 1)
-    step = lambda snap: int(next(iter(snap["state"]["state"].values()))["step"])
+
+    def step(snap: dict) -> int:
+        return int(next(iter(snap["state"]["state"].values()))["step"])
+
     assert step(first) == STEPS
     assert step(second) == 2 * STEPS  # restored, not rebuilt
     assert "restored optimizer state from round 0" in two_rounds["runs"][1].stdout
