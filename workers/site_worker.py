@@ -174,8 +174,20 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         try:
             self.api.heartbeat("busy" if STATE.busy else "idle", self.gpus)
+            self.release_ended_jobs()
         except httpx.HTTPError as exc:
             log.warning("heartbeat failed: %s", exc)
+
+    def release_ended_jobs(self) -> None:
+        """A job that ended elsewhere (another site failed it, its owner cancelled it) while
+        this site sat between rounds must not keep a job process, and its GPU memory, here."""
+        if STATE.busy or _SESSIONS is None:
+            return
+        for key in _SESSIONS.job_keys():
+            status = self.api.job(int(key))["status"]
+            if status != "running" and not STATE.busy:
+                _close_job_process(int(key))
+                log.info("released job %s's process: the job is %s", key, status)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -402,7 +402,8 @@ class JobSession:
             raise SandboxError("could not start the job process (the pool is closed)")
         self.starts += 1
         self.proc = proc
-        self._lines = lines = queue.Queue()
+        lines: queue.Queue[bytes | None] = queue.Queue()
+        self._lines = lines
         threading.Thread(
             target=_read_lines, args=(proc.stdout, lines), name="job-session", daemon=True
         ).start()
@@ -514,6 +515,11 @@ class SessionPool:
         for k, s in list(self._sessions.items()):
             if s is session:
                 del self._sessions[k]
+
+    def job_keys(self) -> list[str]:
+        """The jobs that hold a process now."""
+        with self._lock:
+            return sorted({k[0] for k in self._sessions})
 
     def close_job(self, job_key: str) -> None:
         """The job finished, failed or was cancelled: end its processes."""

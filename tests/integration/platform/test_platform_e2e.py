@@ -250,3 +250,35 @@ def test_cancelling_a_job_stops_the_sites_training_at_once(
         assert time.monotonic() - cancelled_at < 30, "site-1 kept training a cancelled job"
         time.sleep(0.5)
     assert read_job(platform, job_id)["status"] == "cancelled"
+
+
+FAIL_SITE_2_IN_ROUND_1 = '''
+
+import os as _os
+
+_fl_train_model = fl_train_model
+
+
+def fl_train_model(model, env, out_dir, logger):
+    if _os.environ["SITE_NAME"] == "site-2" and _os.environ["CURRENT_ROUND"] == "1":
+        raise RuntimeError("site-2 lost its disk")
+    return _fl_train_model(model, env, out_dir, logger)
+'''
+
+
+def test_a_job_failed_by_another_site_releases_this_sites_job_process(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    job = make_job("digits", sites=2, num_rounds=3, shards_dir=tmp_path / "J" / "shards", local_steps=5)
+    job.model.source += FAIL_SITE_2_IN_ROUND_1
+    job_dir = job.render(tmp_path / "J")
+
+    job_id = submit(platform, job_dir)
+    final = wait_job(platform, job_id)
+
+    assert final["status"] == "failed" and "site-2 lost its disk" in final["error"]
+    released = f"released job {job_id}'s process: the job is failed"
+    deadline = time.monotonic() + 30
+    while released not in (platform.log_dir / "worker-site-1.log").read_text(errors="replace"):
+        assert time.monotonic() < deadline, "site-1 kept the failed job's process"
+        time.sleep(0.5)
