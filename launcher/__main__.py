@@ -1,4 +1,4 @@
-"""`python -m resonfl.platform worker|aggregator|up`: the platform's commands without the
+"""`python -m launcher worker|aggregator|up`: the platform's commands without the
 rest of the CLI (what `resonfl up` runs in its children)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from resonfl.platform.commands import register
+from launcher.commands import register
 
 
 def main(argv: list[str] | None = None) -> int:

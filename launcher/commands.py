@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("resonfl.platform")
+log = logging.getLogger("resonfl.launcher")
 
 CELERY_QUIET = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
 
@@ -84,12 +84,12 @@ def register(subparsers: Any) -> None:
 
 # ------------------------------------------------------------------------------ worker
 def cmd_worker(args: argparse.Namespace) -> int:
-    from resonfl.platform.worker_settings import SiteWorkerSettings, parse_gpus
+    from workers.settings import SiteWorkerSettings, parse_gpus
     from workers import site_worker
     from workers.celery_app import make_celery, register_tasks, site_queue
 
     env = SiteWorkerSettings()
-    cfg = env.to_config()
+    cfg = site_worker.SiteConfig.from_settings(env)
     cfg.site = args.site or cfg.site
     cfg.token = args.token or cfg.token
     cfg.api_url = args.api or cfg.api_url
@@ -256,7 +256,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ up
 def cmd_up(args: argparse.Namespace) -> int:
-    from resonfl.platform.local import LocalPlatform
+    from launcher.local import LocalPlatform
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -270,7 +270,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         database_url=args.database_url or os.environ.get("RESONFL_DATABASE_URL"),
         secret_key=os.environ.get("RESONFL_SECRET_KEY") or _local_secret(data_dir),
     )
-    from resonfl.platform.supervise import Stop, raise_on_signals
+    from launcher.supervise import Stop, raise_on_signals
 
     raise_on_signals()
     try:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from resonfl.platform.embedded_redis import start_embedded_redis
-from resonfl.platform.supervise import Child, Supervisor, python_argv, wait_for_port
+from launcher.embedded_redis import start_embedded_redis
+from launcher.supervise import Child, Supervisor, python_argv, wait_for_port
 
 PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 
@@ -94,7 +94,7 @@ class LocalPlatform:
             "aggregator",
             python_argv(
                 "-m",
-                "resonfl.platform",
+                "launcher",
                 "aggregator",
                 "--reconcile-every",
                 str(self.reconcile_every_s),
@@ -107,7 +107,7 @@ class LocalPlatform:
     def start_worker(self, site: str) -> Child:
         argv = python_argv(
             "-m",
-            "resonfl.platform",
+            "launcher",
             "worker",
             "--site",
             site,

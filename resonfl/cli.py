@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -11,10 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from resonfl.job import JobValidationError
-
-# Modules that add their own subcommands with ``register(subparsers)``; optional so the SDK
-# works without the server extras installed.
-PLUGIN_MODULES = ("resonfl.platform.commands",)
 
 
 def _die(message: str, code: int = 2) -> int:
@@ -191,13 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(p)
     p.set_defaults(func=cmd_download)
 
-    for name in PLUGIN_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        module.register(sub)
+    _register_platform_commands(sub)
     return parser
+
+
+def _register_platform_commands(sub: Any) -> None:
+    """Add `up`, `worker`, `aggregator`, `api`, ... from the launcher (same distribution).
+
+    The launcher sits above the server packages, which sit above this SDK: the SDK must not
+    import it at module level, so the `resonfl` command reaches up only here, at parse time.
+    `launcher.commands` imports only the standard library at module level, so this works
+    without the server extras; each command imports what it runs.
+    """
+    from launcher import commands  # lazy: the one arrow from the SDK up to the launcher
+
+    commands.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ def free_port() -> int:
 def platform_rounds(args: argparse.Namespace, work: Path, job_dir: Path) -> list[dict[str, Any]]:
     from resonfl.client import Client
     from resonfl.job import Job
-    from resonfl.platform.local import LocalPlatform
+    from launcher.local import LocalPlatform
 
     plat = LocalPlatform(
         data_dir=work / "platform",

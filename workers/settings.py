@@ -1,5 +1,8 @@
 """A site worker's settings: broker, API, site name and token; no database, no server secret.
 
+`workers.site_worker.SiteConfig.from_settings` turns them into the running worker's config;
+this module imports nothing of the worker, so the two never import each other.
+
 Flags of `resonfl worker` override these `RESONFL_*` variables (a container sets the token
 through the environment so it never shows in `ps`).
 """
@@ -23,20 +26,9 @@ class SiteWorkerSettings(BaseSettings):
     gpus: str | None = Field(None, description="comma-separated GPU indices; empty: no GPU")
     heartbeat_s: float = Field(10.0, gt=0)
 
-    def to_config(self):  # type: ignore[no-untyped-def]
-        from workers.site_worker import SiteConfig
-
-        return SiteConfig(
-            site=self.site_name,
-            token=self.site_token,
-            api_url=self.api_url,
-            data_root=self.worker_data_root,
-            gpus=parse_gpus(self.gpus),
-            heartbeat_s=self.heartbeat_s,
-        )
-
 
 def parse_gpus(value: str | None) -> list[str] | None:
+    """`"0, 1"` -> `["0", "1"]`; `""` -> `[]` (no GPU); None -> None (every GPU)."""
     if value is None:
         return None
     return [g.strip() for g in value.split(",") if g.strip()]

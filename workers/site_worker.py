@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from workers.settings import SiteWorkerSettings, parse_gpus
+
 log = logging.getLogger("resonfl.site")
 
 API_PREFIX = "/api/v1"
@@ -40,6 +42,17 @@ class SiteConfig:
     gpus: list[str] | None = None  # None: every GPU nvidia-smi sees; []: none
     heartbeat_s: float = 10.0
     threads: int | None = None  # OMP/MKL threads of a job process
+
+    @classmethod
+    def from_settings(cls, s: SiteWorkerSettings) -> SiteConfig:
+        return cls(
+            site=s.site_name,
+            token=s.site_token,
+            api_url=s.api_url,
+            data_root=s.worker_data_root,
+            gpus=parse_gpus(s.gpus),
+            heartbeat_s=s.heartbeat_s,
+        )
 
     def visible_gpus(self) -> list[dict[str, Any]]:
         found = _nvidia_smi()
@@ -407,7 +420,5 @@ def site_config() -> SiteConfig:
     """The running worker's config (set by `resonfl worker`, or from RESONFL_SITE_* vars)."""
     global _config
     if _config is None:
-        from resonfl.platform.worker_settings import SiteWorkerSettings
-
-        _config = SiteWorkerSettings().to_config()
+        _config = SiteConfig.from_settings(SiteWorkerSettings())
     return _config

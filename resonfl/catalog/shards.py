@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from resonfl.catalog.datasets import load_arrays
+from resonfl.catalog.examples import get_example
 
 Split = Literal["iid", "dirichlet"]
 DEFAULT_MIN_SAMPLES = 10
@@ -171,6 +172,4 @@ def merge_npz_shards(shards: list[Path], out_dir: str | Path) -> Path:
 def _dataset_spec(example: str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(example, dict):
         return example.get("dataset", example)
-    from resonfl.catalog import get_example
-
     return get_example(example).dataset

@@ -35,8 +35,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pytest.skip(
             f"no Chromium at {CHROMIUM} (apt-get install chromium; never `playwright install`)"
         )
-    from resonfl.platform.local import LocalPlatform
-    from resonfl.platform.supervise import free_port
+    from launcher.local import LocalPlatform
+    from launcher.supervise import free_port
 
     redis_url = _private_redis_db(os.environ.get("RESONFL_TEST_REDIS_URL"))
     plat = LocalPlatform(

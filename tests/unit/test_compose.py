@@ -13,7 +13,7 @@ import pytest
 
 from backend.core.config import Settings
 from resonfl.cli import build_parser
-from resonfl.platform.worker_settings import SiteWorkerSettings
+from workers.settings import SiteWorkerSettings
 
 yaml = pytest.importorskip("yaml")
 

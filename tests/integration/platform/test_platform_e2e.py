@@ -23,7 +23,7 @@ import torch
 
 from resonfl.catalog import make_job
 from resonfl.job import Job
-from resonfl.platform.local import LocalPlatform
+from launcher.local import LocalPlatform
 from workers.dispatch import CeleryDispatcher
 
 pytestmark = pytest.mark.integration
