@@ -1,0 +1,136 @@
+"""Job processes started ahead of time: Python and torch imported before a task is known."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from resonfl.runner.env import base_env
+from resonfl.runner.procs import close_pipes, die_with_parent, kill_tree
+
+
+WARM_SCRIPT = Path(__file__).with_name("warm.py")
+
+
+class WarmPool:
+    """Job processes started ahead of time (Python + torch imported), one per environment.
+
+    Each still runs exactly one task; taking one starts its replacement at once, so the
+    import cost overlaps the previous round's upload and aggregation instead of adding to it.
+    Processes are started by one long-lived thread of the pool: Linux ties the "die with
+    parent" signal to the starting thread, and short-lived worker threads would take their
+    pre-started processes down with them.
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        self.size = size
+        self._idle: dict[tuple[tuple[str, str], ...], list[subprocess.Popen[bytes]]] = {}
+        self._lock = threading.Lock()
+        self._requests: queue.Queue[tuple[Callable[[], None], threading.Event] | None] = (
+            queue.Queue()
+        )
+        self._closed = False
+        self._thread = threading.Thread(target=self._spawner, name="warm-pool", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _key(env_extra: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((env_extra or {}).items()))
+
+    def _spawner(self) -> None:
+        while (request := self._requests.get()) is not None:
+            work, done = request
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - a failed start must not end the pool's thread
+                pass
+            finally:
+                done.set()
+
+    def _on_thread(self, work: Callable[[], None], wait: bool) -> None:
+        done = threading.Event()
+        self._requests.put((work, done))
+        if wait:
+            done.wait(timeout=30)
+
+    @staticmethod
+    def _start(env_extra: dict[str, str] | None) -> subprocess.Popen[bytes]:
+        # stdout is a pipe: a process given a one-round task points fd 1 at the round's log;
+        # one serving a job's rounds (keep_stdout) writes its control lines there.
+        return subprocess.Popen(
+            [sys.executable, str(WARM_SCRIPT)],
+            cwd=tempfile.gettempdir(),
+            env=base_env(env_extra),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=die_with_parent,
+        )
+
+    def _top_up(self, env_extra: dict[str, str] | None) -> None:
+        key = self._key(env_extra)
+        with self._lock:
+            if self._closed:
+                return
+            idle = [p for p in self._idle.get(key, []) if p.poll() is None]
+            while len(idle) < self.size:
+                idle.append(self._start(env_extra))
+            self._idle[key] = idle
+
+    def fill(self, env_extra: dict[str, str] | None = None, wait: bool = True) -> None:
+        """Start idle processes for this environment up to the pool size."""
+        env = dict(env_extra or {})
+        self._on_thread(lambda: self._top_up(env), wait)
+
+    def take(
+        self, env_extra: dict[str, str] | None, start: bool = False
+    ) -> subprocess.Popen[bytes] | None:
+        """An idle pre-started process for this environment, or None; refills either way.
+
+        With ``start``, a process is started now (on the pool's thread) when none is idle;
+        it pays the whole start, but lives as long as the pool's thread (see above)."""
+        key = self._key(env_extra)
+        proc = None
+        with self._lock:
+            idle = self._idle.get(key, [])
+            while idle and proc is None:
+                candidate = idle.pop(0)
+                if candidate.poll() is None:
+                    proc = candidate
+                else:
+                    close_pipes(candidate)
+        if proc is None and start:
+            started: list[subprocess.Popen[bytes]] = []
+
+            def start_one() -> None:
+                with self._lock:
+                    if not self._closed:
+                        started.append(self._start(env_extra))
+
+            self._on_thread(start_one, wait=True)
+            proc = started[0] if started else None
+        self.fill(env_extra, wait=False)
+        return proc
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            procs = [p for idle in self._idle.values() for p in idle]
+            self._idle.clear()
+        self._requests.put(None)
+        for proc in procs:
+            kill_tree(proc)
+            close_pipes(proc)
+
+    def __enter__(self) -> WarmPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
