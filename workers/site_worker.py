@@ -241,6 +241,7 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     from resonfl.runner import SandboxCancelled, SandboxError, run_site_round
 
     started = time.monotonic()
+    phases: dict[str, float] = {"start": time.time()}  # wall clock: the server's is the same
     job_dir = _ensure_bundle(api, cfg, job_id)
     job = Job.load(job_dir, site=cfg.site)
     fed = job.federation
@@ -256,7 +257,11 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     work = cfg.data_root / "jobs" / str(job_id) / "rounds" / f"{round_num}-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     weights_in = work / "global.safetensors"
+    mark = time.monotonic()
+    phases["prepare_s"] = mark - started
     api.download(f"/site/jobs/{job_id}/rounds/{round_num}/weights", weights_in)
+    phases["download_s"] = time.monotonic() - mark
+    mark = time.monotonic()
     env = _job_env(cfg, gpus)
     try:
         result = run_site_round(
@@ -281,6 +286,7 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     except SandboxError as exc:
         api.state(job_id, round_num, "failed", error=str(exc), log_text=exc.log)
         return f"failed: {exc}"
+    phases["run_s"], phases["train_s"] = time.monotonic() - mark, result.train_s
     if round_num >= fed.num_rounds - 1:
         _close_job_process(job_id)  # its last round: nothing more will come for it
     api.state(job_id, round_num, "uploading")
@@ -292,7 +298,11 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
         "sha256": sha256_file(result.weights_path),
         "log": result.log,
     }
+    mark = time.monotonic()
     api.upload(job_id, round_num, Path(result.weights_path), meta)
+    phases["upload_s"] = time.monotonic() - mark
+    # one parseable line per round: the round benchmark (bench/rounds.py) splits overhead with it
+    log.info("round timings %s", json.dumps({"job": job_id, "round": round_num, **phases}))
     shutil.rmtree(work, ignore_errors=True)
     return f"uploaded job {job_id} round {round_num}: {result.samples} samples"
 
