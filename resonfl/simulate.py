@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from resonfl.fl.base import InvalidUpdateError, weighted_metrics
-from resonfl.fl.shareable import FullModelShareableGenerator
+from resonfl.fl.shareable import FullModelShareableGenerator, read_parameter_names
 from resonfl.job import Job, JobValidationError
 from resonfl.runner import (
     SandboxError,
@@ -114,6 +114,7 @@ def simulate(
     except SandboxError as exc:
         raise SimulationError(f"initial model: {exc}\n{exc.log[-2000:]}") from None
     weights = generator.load(global_path)
+    aggregator.bind_model(read_parameter_names(global_path))  # FedOpt: parameters vs buffers
 
     workers = parallel or max(1, min(len(site_names), os.cpu_count() or 1))
     threads = str(max(1, (os.cpu_count() or 1) // workers))

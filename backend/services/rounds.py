@@ -239,13 +239,16 @@ def _aggregate_claimed(
     """Fold the round's updates, persist, then open the next round or finish; commits once."""
     from resonfl.fl.base import InvalidUpdateError, dump_state, load_state, weighted_metrics
     from resonfl.fl.shareable import FullModelShareableGenerator as Gen
-    from resonfl.fl.shareable import sha256_file
+    from resonfl.fl.shareable import read_parameter_names, sha256_file
     from resonfl.templates.custom_persistor import PTFileModelPersistor
 
     spec = _load_spec(store, job.id)
     rnd = _round(session, job.id, round_num)
     global_path = _verified(store, rnd.weights_key, rnd.weights_sha256, "global weights")
     aggregator = spec.job.build_aggregator()
+    # Round 0's weights (built in the sandbox) name the parameters; later rounds get them back
+    # from the aggregator state saved with round r-1.
+    aggregator.bind_model(read_parameter_names(global_path))
     aggregator.reset(Gen.load(global_path), round_num)
     state_dir = store.workspace(job.id) / STATE_DIR
     previous_state = state_dir / f"aggregator_round_{round_num - 1}.safetensors"

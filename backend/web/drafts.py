@@ -51,6 +51,7 @@ AGGREGATORS = {
     "fedprox": ("FedProx (proximal term, mu)", "resonfl.fl.fedprox.FedProx"),
     "fedopt_adam": ("FedOpt: FedAdam (server Adam)", "resonfl.fl.fedopt.FedAdam"),
     "fedopt_yogi": ("FedOpt: FedYogi (server Yogi)", "resonfl.fl.fedopt.FedYogi"),
+    "fedopt_adagrad": ("FedOpt: FedAdagrad (server Adagrad)", "resonfl.fl.fedopt.FedAdagrad"),
     "fedopt_avgm": ("FedOpt: FedAvgM (server momentum)", "resonfl.fl.fedopt.FedAvgM"),
     "hierarchical": (
         "Hierarchical FedAvg (site groups)",

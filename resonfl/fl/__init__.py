@@ -15,6 +15,7 @@ from resonfl.fl.base import (
     DuplicateUpdateError,
     FLError,
     InvalidUpdateError,
+    ModelNotBoundError,
     NoArgs,
     NonFiniteUpdateError,
     NoUpdatesError,
@@ -28,12 +29,15 @@ from resonfl.fl.base import (
     WorkflowArgs,
     dump_state,
     load_state,
+    parameter_names,
     resolve_class,
     weighted_metrics,
 )
 from resonfl.fl.cyclic import Cyclic, CyclicAggregator
 from resonfl.fl.fedavg import FedAvg, WeightedSum
 from resonfl.fl.fedopt import (
+    FedAdagrad,
+    FedAdagradArgs,
     FedAdam,
     FedAdamArgs,
     FedAvgM,
@@ -55,6 +59,8 @@ __all__ = [
     "CyclicAggregator",
     "DuplicateUpdateError",
     "FLError",
+    "FedAdagrad",
+    "FedAdagradArgs",
     "FedAdam",
     "FedAdamArgs",
     "FedAvg",
@@ -69,6 +75,7 @@ __all__ = [
     "HierarchicalArgs",
     "HierarchicalFedAvg",
     "InvalidUpdateError",
+    "ModelNotBoundError",
     "NoArgs",
     "NoUpdatesError",
     "NonFiniteUpdateError",
@@ -84,6 +91,7 @@ __all__ = [
     "WorkflowArgs",
     "dump_state",
     "load_state",
+    "parameter_names",
     "proximal_term",
     "resolve_class",
     "weighted_metrics",

@@ -81,6 +81,10 @@ class StateMismatchError(FLError, ValueError):
     """Saved aggregator state does not fit this aggregator, model, or round."""
 
 
+class ModelNotBoundError(FLError, RuntimeError):
+    """The aggregator must know which keys are parameters (``bind_model``) and was not told."""
+
+
 # --------------------------------------------------------------------------- args
 class NoArgs(BaseModel):
     """Args of a component that takes none."""
@@ -119,6 +123,7 @@ class Aggregator(ABC):
         self._round: int | None = None
         self._sites: set[str] = set()
         self._result: StateDict | None = None
+        self._parameters: frozenset[str] | None = None
 
     # -- the contract
     @abstractmethod
@@ -132,6 +137,23 @@ class Aggregator(ABC):
     @abstractmethod
     def aggregate(self) -> StateDict:
         """Return the new global weights (same keys, shapes and dtypes as the round's global)."""
+
+    def bind_model(self, model: torch.nn.Module | Iterable[str] | None) -> None:
+        """Tell the aggregator which state-dict keys are the model's trainable parameters.
+
+        Takes the model itself or its parameter names (`parameter_names`); every other key is
+        a buffer. ``None`` (a weights file that does not say) changes nothing. Aggregators that
+        treat parameters and buffers alike (FedAvg) keep the names and ignore them.
+        """
+        if model is None:
+            return
+        names = parameter_names(model) if isinstance(model, torch.nn.Module) else model
+        self._parameters = frozenset(names)
+
+    @property
+    def model_parameters(self) -> frozenset[str] | None:
+        """The bound parameter names, or None when no model was bound."""
+        return self._parameters
 
     def client_args(self) -> dict[str, Any]:
         """Extra per-round task args the sites' train loop needs (e.g. FedProx's mu)."""
@@ -233,6 +255,16 @@ class Workflow(ABC):
             raise ValueError("a workflow needs at least one site")
         if len(set(sites)) != len(sites):
             raise ValueError(f"sites must be unique, got {sites}")
+
+
+# --------------------------------------------------------------------------- model
+def parameter_names(model: torch.nn.Module) -> list[str]:
+    """State-dict keys of the model's parameters (tied ones under every name), sorted.
+
+    ``remove_duplicate=False``: a weight shared by two modules appears in ``state_dict()``
+    under both names, and both must be treated alike.
+    """
+    return sorted(name for name, _ in model.named_parameters(remove_duplicate=False))
 
 
 # --------------------------------------------------------------------------- checks
@@ -374,6 +406,7 @@ __all__ = [
     "DuplicateUpdateError",
     "FLError",
     "InvalidUpdateError",
+    "ModelNotBoundError",
     "NoArgs",
     "NoUpdatesError",
     "NonFiniteUpdateError",
@@ -389,6 +422,7 @@ __all__ = [
     "check_finite",
     "dump_state",
     "load_state",
+    "parameter_names",
     "resolve_class",
     "weighted_metrics",
 ]

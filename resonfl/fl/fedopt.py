@@ -2,18 +2,23 @@
 
 Reddi et al. 2021, "Adaptive Federated Optimization" (Algorithm 2), and Hsu et al. 2019 for
 FedAvgM. Each round the pseudo-gradient is ``g = global - fedavg(updates)`` and the server
-optimizer (Adam, Yogi, or momentum SGD) applies it with ``server_lr``. As in the paper there is
-no bias correction, ``m`` starts at 0 and ``v`` at ``tau**2``.
+optimizer (Adam, Yogi, Adagrad, or momentum SGD) applies it with ``server_lr``. As in the paper
+there is no bias correction, ``m`` starts at 0 and ``v`` at ``tau**2``. (Flower's FedAdam
+differs: ``v`` starts at 0 and its step is bias-corrected, ``eta * sqrt(1-b2^t) / (1-b1^t)``.)
 
-Parameters vs buffers on a bare state dict: a tensor is stepped by the optimizer only if it is
-floating point and its key's last segment is not one of ``Args.buffer_suffixes`` (default:
-BatchNorm's ``running_mean``, ``running_var``, ``num_batches_tracked``). Everything else —
-running statistics and any non-float buffer — is averaged as in FedAvg, because an optimizer
-step on a running variance can drive it negative and has no meaning for counters.
+Parameters vs buffers come from the model itself: the server builds the model (in the sandbox)
+and the initial weights file names its ``named_parameters()``; the caller passes them to
+``bind_model``. Only those keys (floating point) are stepped by the optimizer. Every buffer —
+BatchNorm's running statistics, counters, a user's registered ``input_mean`` — is averaged as
+in FedAvg, because an optimizer step on a running variance can drive it negative, and a
+normalisation constant moved by ``server_lr`` per round is simply wrong.
+``Args.buffer_suffixes`` is an override: parameters whose key ends with one of them are
+averaged too. A FedOpt with no bound model refuses to run (ModelNotBoundError) rather than
+guess from key names.
 
-Server state (``m``/``v`` per parameter, the last stepped round) survives a restart through
-``state_dict()`` / ``load_state_dict()``: ``{"tensors": {"m.<key>": ..., "v.<key>": ...},
-"meta": {"algorithm", "last_round", "steps"}}``. Persist it together with each round's global
+Server state (``m``/``v`` per parameter, the last stepped round, the parameter names) survives
+a restart through ``state_dict()`` / ``load_state_dict()``: ``{"tensors": {"m.<key>": ...,
+"v.<key>": ...}, "meta": {"algorithm", "last_round", "steps", "parameters"}}``. Persist it together with each round's global
 model; stepping a round that the loaded state already includes raises StateMismatchError.
 """
 
@@ -25,10 +30,16 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from resonfl.fl.base import AggregatorState, StateDict, StateMismatchError, _check_state_shape
+from resonfl.fl.base import (
+    AggregatorState,
+    ModelNotBoundError,
+    StateDict,
+    StateMismatchError,
+    _check_state_shape,
+)
 from resonfl.fl.fedavg import FedAvg, cast_like
 
-BN_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+BN_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")  # always buffers
 
 Moments = dict[str, torch.Tensor]  # moment name ("m", "v") -> float64 tensor for one key
 
@@ -38,8 +49,11 @@ class FedOptArgs(BaseModel):
 
     server_lr: float = Field(default=0.01, gt=0, description="Server learning rate (eta).")
     buffer_suffixes: tuple[str, ...] = Field(
-        default=BN_BUFFER_SUFFIXES,
-        description="Key suffixes averaged (FedAvg) instead of stepped by the server optimizer.",
+        default=(),
+        description=(
+            "Override: parameters whose key ends with one of these are averaged (FedAvg) "
+            "instead of stepped. Buffers are always averaged, found from the model."
+        ),
     )
 
 
@@ -51,6 +65,13 @@ class FedAdamArgs(FedOptArgs):
 
 class FedYogiArgs(FedAdamArgs):
     pass
+
+
+class FedAdagradArgs(FedOptArgs):
+    beta1: float = Field(
+        default=0.9, ge=0, lt=1, description="Momentum of m, as in the paper (0: Flower's)."
+    )
+    tau: float = Field(default=1e-3, gt=0, description="Adaptivity (epsilon); v starts at tau^2.")
 
 
 class FedAvgMArgs(FedOptArgs):
@@ -71,8 +92,19 @@ class FedOpt(FedAvg):
         self._last_round: int | None = None
         self._steps = 0
 
+    def reset(self, global_weights: StateDict, round_num: int) -> None:
+        if self._parameters is None:
+            raise ModelNotBoundError(
+                f"{type(self).__name__} steps parameters and averages buffers, so it needs the "
+                "model's parameter names: call bind_model(model) (the platform and the "
+                "simulator pass the names from the initial weights file)"
+            )
+        super().reset(global_weights, round_num)
+
     def is_server_optimized(self, key: str, tensor: torch.Tensor) -> bool:
-        """True for parameters; False for running stats and non-float buffers (averaged)."""
+        """True for the model's float parameters; False for buffers (averaged as in FedAvg)."""
+        if self._parameters is None or key not in self._parameters:
+            return False
         last = key.rsplit(".", 1)[-1]
         return tensor.is_floating_point() and last not in self.args.buffer_suffixes
 
@@ -133,6 +165,7 @@ class FedOpt(FedAvg):
             "algorithm": type(self).__name__,
             "last_round": self._last_round,
             "steps": self._steps,
+            "parameters": None if self._parameters is None else sorted(self._parameters),
         }
         return {"tensors": tensors, "meta": meta}
 
@@ -153,6 +186,8 @@ class FedOpt(FedAvg):
         self._moments = moments
         self._last_round = None if last_round is None else int(last_round)
         self._steps = int(meta.get("steps", 0))
+        if meta.get("parameters") is not None:
+            self.bind_model(meta["parameters"])
 
 
 class FedAdam(FedOpt):
@@ -184,6 +219,15 @@ class FedYogi(FedAdam):
         return v - (1 - self.args.beta2) * g2 * torch.sign(v - g2)
 
 
+class FedAdagrad(FedAdam):
+    """Adagrad on the server: as FedAdam but v = v + g^2 (v only grows; steps shrink)."""
+
+    Args = FedAdagradArgs
+
+    def _second_moment(self, v: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+        return v + g2
+
+
 class FedAvgM(FedOpt):
     """Server momentum: m = momentum m + g; x -= lr m. lr=1, momentum=0 is exactly FedAvg."""
 
@@ -197,6 +241,8 @@ class FedAvgM(FedOpt):
 
 __all__ = [
     "BN_BUFFER_SUFFIXES",
+    "FedAdagrad",
+    "FedAdagradArgs",
     "FedAdam",
     "FedAdamArgs",
     "FedAvgM",

@@ -32,6 +32,7 @@ GLOBAL_MODEL = "GLOBAL_MODEL.pt"
 ROUND_MODEL = "GLOBAL_MODEL_round_{}.pt"
 ROUND_MODEL_RE = re.compile(r"^GLOBAL_MODEL_round_(\d+)\.pt$")
 FINAL_MODEL = "checkpoint.pt"
+PARAMETERS_META_KEY = "resonfl_parameters"
 
 
 class PersistorError(RuntimeError):
@@ -113,6 +114,10 @@ class PTFileModelPersistor:
         return getattr(module, class_name)(**comp.get("args", {}))
 
     def load_initial(self) -> StateDict:
+        return self.load_initial_with_parameters()[0]
+
+    def load_initial_with_parameters(self) -> tuple[StateDict, list[str]]:
+        """Initial weights and the model's parameter names (every other key is a buffer)."""
         model = self.build_model()
         if self.model_checkpoint:
             assert self.job_dir is not None
@@ -123,7 +128,10 @@ class PTFileModelPersistor:
                 raise PersistorError(
                     f"{self.model_checkpoint} does not fit the model class: {exc}"
                 ) from None
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        # remove_duplicate=False: a tied weight is in state_dict() under every name
+        names = sorted(n for n, _ in model.named_parameters(remove_duplicate=False))
+        return weights, names
 
     # -- per-round and final saves ---------------------------------------------------------
     def save_round(self, weights: StateDict, round_num: int) -> Path:
@@ -168,11 +176,14 @@ def _init_command(job_dir: Path, out: Path) -> None:
         model=args.get("model", "model"),
         model_checkpoint=args.get("model_checkpoint"),
     )
-    weights = persistor.load_initial()
+    weights, parameters = persistor.load_initial_with_parameters()
     from safetensors.torch import save_file
 
     tmp = out.with_name(out.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
+    # Which keys are parameters (the rest are buffers): the server's FedOpt needs it and may
+    # not build the model itself. Same key as resonfl.fl.shareable.PARAMETERS_META_KEY.
+    meta = {PARAMETERS_META_KEY: json.dumps(parameters)}
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=meta)
     os.replace(tmp, out)
     print(f"initial weights: {len(weights)} tensors -> {out.name}")
 

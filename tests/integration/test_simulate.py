@@ -84,3 +84,45 @@ def test_non_finite_metrics_are_dropped_not_averaged(tmp_path: Path, tiny_model_
 
     assert "val_loss" not in result.rounds[0].metrics
     assert "train_loss" in result.rounds[0].metrics
+
+
+CUSTOM_BUFFER = '''
+_train_plain = fl_train_model
+
+
+class Normalised(Net):
+    """Net plus a registered float buffer that is not BatchNorm's (an input mean)."""
+
+    def __init__(self, width: int = 8):
+        super().__init__(width)
+        self.register_buffer("input_mean", torch.zeros(4))
+
+
+def fl_train_model(model, env, out_dir, logger):
+    model.input_mean.fill_(700.0)  # what a site computes from its data
+    return _train_plain(model, env, out_dir, logger)
+'''
+
+
+def test_fedadam_averages_a_custom_buffer_found_from_the_model(
+    tmp_path: Path, tiny_model_def: str
+) -> None:
+    # Prepare: a model whose float buffer has a name no suffix list knows
+    for site in ("site-1", "site-2"):
+        (tmp_path / "data" / site).mkdir(parents=True)
+    job = Job(
+        name="buffers",
+        model=ModelConfig(source=tiny_model_def + CUSTOM_BUFFER, class_name="Normalised"),
+        federation=FederationConfig(
+            num_rounds=2,
+            sites=["site-1", "site-2"],
+            aggregator_path="resonfl.fl.fedopt.FedAdam",
+        ),
+        shards={s: tmp_path / "data" / s for s in ("site-1", "site-2")},
+    )
+    # Execute
+    result = simulate(job.render(tmp_path / "job"), tmp_path / "ws", progress=False)
+    # Assert: averaged to 700 (a server-Adam step would have moved it by about server_lr)
+    final = load_state_dict_file(result.checkpoint)
+    assert torch.equal(final["input_mean"], torch.full((4,), 700.0))
+    assert not torch.equal(final["fc1.weight"], torch.zeros_like(final["fc1.weight"]))

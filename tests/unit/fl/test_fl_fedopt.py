@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from resonfl.fl import (
+    FedAdagrad,
     FedAdam,
     FedAvg,
     FedAvgM,
     FedYogi,
+    ModelNotBoundError,
     StateMismatchError,
     dump_state,
     load_state,
@@ -21,8 +23,16 @@ from resonfl.fl import (
 ADAM_ARGS = {"server_lr": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 0.1}
 
 
+def _bound(agg, *parameters: str):
+    """The aggregator told which keys are parameters, as the platform does from the model."""
+    agg.bind_model(parameters or ("w",))
+    return agg
+
+
 def _round(agg, global_w: float, client_w: float, round_num: int) -> float:
     """Both sites send client_w, so fedavg = client_w and g = global_w - client_w."""
+    if agg.model_parameters is None:
+        _bound(agg)
     agg.reset({"w": torch.tensor([global_w], dtype=torch.float64)}, round_num)
     agg.accept("a", {"w": torch.tensor([client_w], dtype=torch.float64)}, 1)
     agg.accept("b", {"w": torch.tensor([client_w], dtype=torch.float64)}, 3)
@@ -77,7 +87,7 @@ def test_fedavgm_without_momentum_at_lr_one_is_fedavg() -> None:
     global_w = {"w": torch.tensor([1.0, -1.0])}
     updates = [("a", {"w": torch.tensor([2.0, 0.0])}, 1), ("b", {"w": torch.tensor([6.0, 4.0])}, 3)]
     outs = []
-    for agg in (FedAvgM({"server_lr": 1.0, "momentum": 0.0}), FedAvg()):
+    for agg in (_bound(FedAvgM({"server_lr": 1.0, "momentum": 0.0})), FedAvg()):
         agg.reset(global_w, 0)
         for site, w, n in updates:
             agg.accept(site, w, n)
@@ -104,7 +114,7 @@ def _bn_update(weight: float, mean: float, var: float, nbt: int) -> dict[str, to
 
 
 def test_batchnorm_buffers_are_averaged_not_stepped() -> None:
-    agg = FedAdam(ADAM_ARGS)
+    agg = _bound(FedAdam(ADAM_ARGS), "bn.weight")
     agg.reset(_bn_global(), 0)
     agg.accept("a", _bn_update(0.5, 0.0, 1.0, 5), 1)
     agg.accept("b", _bn_update(0.5, 1.0, 2.0, 7), 1)
@@ -120,8 +130,9 @@ def test_batchnorm_buffers_are_averaged_not_stepped() -> None:
     assert set(agg.state_dict()["tensors"]) == {"m.bn.weight", "v.bn.weight"}
 
 
-def test_buffer_suffixes_are_configurable() -> None:
+def test_buffer_suffixes_override_averages_a_parameter() -> None:
     agg = FedAvgM({"server_lr": 0.5, "momentum": 0.0, "buffer_suffixes": ["weight"]})
+    _bound(agg, "layer.weight")
     agg.reset({"layer.weight": torch.tensor([1.0])}, 0)
     agg.accept("a", {"layer.weight": torch.tensor([0.0])}, 1)
     # averaged (0.0), not stepped (1.0 - 0.5 * 1.0 = 0.5)
@@ -137,7 +148,7 @@ def test_state_dict_round_trip_resumes_identically() -> None:
         return agg.aggregate()
 
     global0 = {"w": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([0.5])}
-    original = FedYogi(ADAM_ARGS)
+    original = _bound(FedYogi(ADAM_ARGS), "w", "b")
     global1 = feed(original, global0, 0, 0.3)
     saved = dump_state(original.state_dict())
     # Execute
@@ -164,7 +175,81 @@ def test_state_from_another_algorithm_is_refused() -> None:
 
 
 def test_output_dtype_follows_global() -> None:
-    agg = FedAdam(ADAM_ARGS)
+    agg = _bound(FedAdam(ADAM_ARGS))
     agg.reset({"w": torch.tensor([1.0], dtype=torch.bfloat16)}, 0)
     agg.accept("a", {"w": torch.tensor([0.5], dtype=torch.bfloat16)}, 1)
     assert agg.aggregate()["w"].dtype == torch.bfloat16
+
+
+class _Normalised(torch.nn.Module):
+    """A model with a registered float buffer that is not BatchNorm's (a user's input mean)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("input_mean", torch.zeros(3))
+        self.fc = torch.nn.Linear(3, 1)
+
+
+def test_registered_float_buffer_is_averaged_not_stepped() -> None:
+    # Prepare: the repro of issue 13 bug 1, with the model bound as the platform binds it
+    model = _Normalised()
+    global_w = {k: v.clone() for k, v in model.state_dict().items()}
+    update = {**global_w, "input_mean": torch.full((3,), 700.0)}
+    results = []
+    for agg in (FedAdam(), FedYogi(), FedAdagrad(), FedAvgM(), FedAvg()):
+        agg.bind_model(model)
+        # Execute
+        agg.reset(global_w, 0)
+        agg.accept("s", update, 10)
+        results.append(agg.aggregate()["input_mean"])
+    # Assert: every algorithm averages the buffer to 700 (a stepped one moved 0.01)
+    for out in results:
+        assert torch.equal(out, torch.full((3,), 700.0))
+
+
+def test_fedopt_without_a_bound_model_refuses_to_guess() -> None:
+    with pytest.raises(ModelNotBoundError, match="bind_model"):
+        FedAdam().reset({"input_mean": torch.zeros(3)}, 0)
+
+
+def test_tied_parameters_are_stepped_under_every_name() -> None:
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Linear(2, 2, bias=False)
+            self.b = torch.nn.Linear(2, 2, bias=False)
+            self.b.weight = self.a.weight
+
+    model = Tied()
+    agg = FedAvgM({"server_lr": 0.5, "momentum": 0.0})
+    agg.bind_model(model)
+    global_w = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    assert set(global_w) == {"a.weight", "b.weight"}
+    agg.reset(global_w, 0)
+    agg.accept("s", {k: torch.zeros(2, 2) for k in global_w}, 1)
+    out = agg.aggregate()
+    # both names stepped halfway to the mean (0), so the two copies stay equal
+    assert torch.allclose(out["a.weight"], global_w["a.weight"] * 0.5)
+    assert torch.equal(out["a.weight"], out["b.weight"])
+
+
+def test_parameter_names_survive_a_state_round_trip() -> None:
+    agg = _bound(FedAdam(ADAM_ARGS), "w")
+    _round(agg, 1.0, 0.5, 0)
+    restarted = FedAdam(ADAM_ARGS)
+    restarted.load_state_dict(load_state(dump_state(agg.state_dict())))
+    assert restarted.model_parameters == frozenset({"w"})
+
+
+def test_fedadagrad_one_step_by_hand() -> None:
+    x1 = _round(FedAdagrad({"server_lr": 0.1, "beta1": 0.9, "tau": 0.1}), 1.0, 0.5, 0)
+    # g = 0.5 ; m = 0.05 ; v = 0.01 + 0.25 = 0.26
+    assert x1 == pytest.approx(1.0 - 0.1 * 0.05 / (math.sqrt(0.26) + 0.1), abs=1e-12)
+
+
+def test_fedadagrad_second_moment_only_grows() -> None:
+    agg = FedAdagrad({"server_lr": 0.1, "beta1": 0.9, "tau": 0.1})
+    x1 = _round(agg, 1.0, 0.5, 0)
+    _round(agg, x1, x1 - 0.05, 1)
+    # v2 = 0.26 + 0.0025 (Adam would shrink it: 0.99 * 0.26 + 0.01 * 0.0025)
+    assert agg.state_dict()["tensors"]["v.w"].item() == pytest.approx(0.2625, abs=1e-9)
