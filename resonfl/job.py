@@ -399,6 +399,35 @@ def _model_from(comp: dict[str, Any], file: str) -> tuple[str, dict[str, Any]]:
     return name, dict(comp.get("args", {}))
 
 
+def _check_same_model(
+    client: dict[str, Any], server: dict[str, Any], persistor: dict[str, Any]
+) -> None:
+    """The server builds the initial model from its config, the sites train the client's:
+    a difference (a hand-edited file) would fail round 0 with a size mismatch, so refuse it."""
+    model_id = persistor.get("args", {}).get("model", "model")
+    if not isinstance(model_id, str):
+        raise JobValidationError(
+            SERVER_CONFIG, "components[persistor].args.model", "must be a string"
+        )
+    server_model = _component(server, SERVER_CONFIG, model_id)
+    client_model = _component(client, CLIENT_CONFIG, "model")
+    _model_from(server_model, SERVER_CONFIG)
+    mine = (client_model["path"], client_model.get("args", {}))
+    theirs = (server_model["path"], server_model.get("args", {}))
+    if mine != theirs:
+        raise JobValidationError(
+            f"{CLIENT_CONFIG} vs {SERVER_CONFIG}",
+            "components[model]",
+            f"the sites train {_describe(*mine)} ({CLIENT_CONFIG}) but the server builds "
+            f"{_describe(*theirs)} ({SERVER_CONFIG}); both files must name the same model "
+            "class and args (re-render the job instead of editing one of them)",
+        )
+
+
+def _describe(path: str, args: dict[str, Any]) -> str:
+    return f"{path}({json.dumps(args, sort_keys=True)})"
+
+
 def _pydantic(file: str, prefix: str, build: Any) -> Any:
     try:
         return build()
@@ -458,7 +487,8 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
     wf_path = _get(workflow, SERVER_CONFIG, "path", str)
     wf_args = dict(_get(workflow, SERVER_CONFIG, "args", dict))
     aggregator = _component(server, SERVER_CONFIG, "aggregator")
-    _component(server, SERVER_CONFIG, "persistor")
+    persistor = _component(server, SERVER_CONFIG, "persistor")
+    _check_same_model(client, server, persistor)
     sites = _get(meta, META, "sites", list)
     num_rounds = wf_args.pop("num_rounds", None)
     min_clients = wf_args.pop("min_clients", None)

@@ -154,3 +154,38 @@ def test_a_model_def_that_is_not_utf8_is_named(tmp_path: Path, tiny_model_def: s
 
     with pytest.raises(JobValidationError, match="not UTF-8"):
         Job.load(out)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("args", {"width": 16}), ("path", "model_def.Other")],
+)
+def test_model_components_that_differ_between_the_two_configs_are_refused_naming_both(
+    tmp_path: Path, tiny_model_def: str, field: str, value: object
+) -> None:
+    # Prepare: a hand-edited server config builds another model than the sites train
+    out = make_job(tiny_model_def + "\n\nclass Other(Net):\n    pass\n").render(tmp_path / "job")
+    server = json.loads((out / "config_fed_server.json").read_text())
+    next(c for c in server["components"] if c["id"] == "model")[field] = value
+    (out / "config_fed_server.json").write_text(json.dumps(server))
+    # Execute
+    with pytest.raises(JobValidationError) as err:
+        Job.load(out)
+    # Assert
+    assert "config_fed_client.json" in str(err.value)
+    assert "config_fed_server.json" in str(err.value)
+    assert err.value.field == "components[model]"
+
+
+def test_a_server_config_without_its_model_component_is_refused(
+    tmp_path: Path, tiny_model_def: str
+) -> None:
+    out = make_job(tiny_model_def).render(tmp_path / "job")
+    server = json.loads((out / "config_fed_server.json").read_text())
+    server["components"] = [c for c in server["components"] if c["id"] != "model"]
+    (out / "config_fed_server.json").write_text(json.dumps(server))
+
+    with pytest.raises(JobValidationError) as err:
+        Job.load(out)
+    assert err.value.file == "config_fed_server.json"
+    assert err.value.field == "components[model]"
