@@ -51,7 +51,13 @@ class TrainingConfig(_Strict):
     grad_clip: float | None = Field(None, gt=0)
     seed: int = 0
     ema_decay: float | None = Field(None, gt=0, lt=1, description="off when null")
-    ema_persist: bool = Field(True, description="keep EMA across rounds in STATE_DIR")
+    ema_persist: bool = Field(
+        True,
+        description=(
+            "keep the EMA decay schedule (its step count) across rounds in STATE_DIR; the "
+            "average itself restarts from the received global model every round"
+        ),
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     tta_hflip: bool = Field(False, description="average logits with the h-flipped input at eval")
     extra: dict[str, Any] = Field(default_factory=dict, description="exported as env variables")

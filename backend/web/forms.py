@@ -38,7 +38,7 @@ LABELS = {
     "amp": "Mixed precision (AMP)",
     "grad_clip": "Gradient clipping (max norm)",
     "ema_decay": "EMA decay",
-    "ema_persist": "Keep EMA across rounds",
+    "ema_persist": "Keep the EMA decay schedule across rounds",
     "label_smoothing": "Label smoothing",
     "tta_hflip": "Test-time augmentation (h-flip)",
     "extra": "Extra environment variables",

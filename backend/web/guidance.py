@@ -47,9 +47,12 @@ def training_notes(raw: Raw, defaults: TrainingConfig, example: str | None) -> l
                 f"{1 - kept:.0%} of this round's progress reaches the server."
             )
             if raw.get("ema_persist") == "true":
-                text += " EMA is kept across rounds, so the decay accumulates over the whole run."
-            elif kept > 0.5:
-                text += f" Lower the decay (about {0.05 ** (1 / steps):.3f} keeps 5%) or keep EMA across rounds."
+                text += (
+                    " The EMA restarts from the received global model every round; only its"
+                    " decay schedule (a warm-up over the run's steps) is kept across rounds."
+                )
+            if kept > 0.5:
+                text += f" Lower the decay (about {0.05 ** (1 / steps):.3f} keeps 5%)."
         else:
             text = "EMA over short rounds leaves most weight on the round-start weights; set local steps to see how much."
             level = "warn"

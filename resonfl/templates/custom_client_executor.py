@@ -150,20 +150,35 @@ def make_logger(site: str = "site", current_round: int = 0) -> logging.Logger:
 
 # ------------------------------------------------------------------ EMA
 class EMA:
-    """Exponential moving average of a model's state; integer buffers are copied, not averaged."""
+    """Exponential moving average of a model's state; integer buffers are copied, not averaged.
 
-    def __init__(self, state: StateDict, decay: float) -> None:
+    FL-correct: the average starts from the weights this round received (the global model), never
+    from what this site averaged in an earlier round: under cyclic or partial participation the
+    site's old average is stale, and under FedAvg with full participation re-anchoring gives the
+    same aggregate anyway (the average is linear). What persists across rounds is only the decay
+    schedule: ``updates`` counts EMA steps over the run and the decay warms up as
+    ``min(decay, (1 + updates) / (10 + updates))`` (TensorFlow's ``num_updates`` rule), so an
+    early round follows training closely and a late one averages with the full decay.
+    """
+
+    def __init__(self, state: StateDict, decay: float, updates: int = 0) -> None:
         self.decay = decay
+        self.updates = updates
         self.shadow = {k: v.detach().clone() for k, v in state.items()}
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        decay = self.current_decay()
         for key, value in model.state_dict().items():
             shadow = self.shadow[key]
             if shadow.is_floating_point():
-                shadow.mul_(self.decay).add_(value.detach().to(shadow.dtype), alpha=1 - self.decay)
+                shadow.mul_(decay).add_(value.detach().to(shadow.dtype), alpha=1 - decay)
             else:
                 shadow.copy_(value)
+        self.updates += 1
 
 
 # ------------------------------------------------------------------ the kit
@@ -361,34 +376,29 @@ class FLEnv:
         return self.state_dir / EMA_STATE
 
     def start_ema(self, model: nn.Module) -> EMA | None:
-        """EMA from STATE_DIR when persisted, else from the round-start weights; None when off."""
+        """EMA anchored on the round-start weights (the received global); None when off.
+
+        With ema_persist the decay schedule (the run's EMA step count) continues from
+        STATE_DIR; the averaged weights never do (see `EMA`).
+        """
         decay = self.args.get("ema_decay")
         if not decay:
             return None
-        state = model.state_dict()
+        updates = 0
         path = self.ema_state_path
         if self.arg("ema_persist", True) and path.is_file():
             saved = torch.load(path, map_location="cpu", weights_only=True)
-            shadow = saved.get("shadow", {})
-            if set(shadow) == set(state) and all(
-                shadow[k].shape == v.shape for k, v in state.items()
-            ):
-                ema = EMA(
-                    {k: shadow[k].to(v.device, v.dtype) for k, v in state.items()}, float(decay)
-                )
-                self.logger.info("restored EMA from round %s", saved.get("round"))
-                return ema
-            self.logger.warning("EMA state in %s does not fit the model; restarting it", path)
-        return EMA(state, float(decay))
+            updates = int(saved.get("updates", 0)) if isinstance(saved, dict) else 0
+            self.logger.info(
+                "EMA from the received global model; decay schedule at step %d", updates
+            )
+        return EMA(model.state_dict(), float(decay), updates)
 
     def finish_ema(self, model: nn.Module, ema: EMA) -> None:
-        """Load the EMA weights into the model (they are what is submitted); persist them."""
+        """Load the EMA weights into the model (they are what is submitted); persist the schedule."""
         model.load_state_dict(ema.shadow)
         if self.arg("ema_persist", True):
-            state = {
-                "round": self.current_round,
-                "shadow": {k: v.cpu() for k, v in ema.shadow.items()},
-            }
+            state = {"round": self.current_round, "updates": ema.updates}
             _atomic_write_bytes(self.ema_state_path, lambda tmp: torch.save(state, tmp))
 
     # -- evaluation --------------------------------------------------------------

@@ -190,14 +190,12 @@ def test_continuous_schedule_starts_round_one_where_round_zero_stopped(
     assert r1["lr_end"] == pytest.approx(expected_lr(2 * STEPS))
 
 
-def test_ema_is_persisted_and_is_what_is_submitted(two_rounds: dict[str, Any]) -> None:
-    tmp = two_rounds["tmp"]
-    saved = torch.load(tmp / "state" / "ema_state.pt", weights_only=True)
-    assert saved["round"] == 1
-    out = load_file(str(tmp / "out_1.safetensors"))
-    for key, value in out.items():
-        assert torch.equal(value, saved["shadow"][key]), key
-    assert "restored EMA from round 0" in two_rounds["runs"][1].stdout
+def test_only_the_ema_schedule_is_persisted_never_the_averaged_weights(
+    two_rounds: dict[str, Any],
+) -> None:
+    saved = torch.load(two_rounds["tmp"] / "state" / "ema_state.pt", weights_only=True)
+    assert saved == {"round": 1, "updates": 2 * STEPS}
+    assert "decay schedule at step 5" in two_rounds["runs"][1].stdout
 
 
 def test_a_failing_train_fn_writes_the_error_and_exits_1(tmp_path: Path) -> None:
@@ -416,3 +414,69 @@ def test_a_crashed_round_is_reported_and_the_next_runs_in_a_fresh_process(tmp_pa
     crashed = int((tmp_path / "w0" / "out" / "pid_0").read_text())
     fresh = int((tmp_path / "w1" / "out" / "pid_1").read_text())
     assert crashed != fresh
+
+
+# ---------------------------------------------------------------- EMA under every workflow
+EMA_DATA = {
+    "a": torch.utils.data.TensorDataset(torch.randn(16, 3), torch.randint(0, 2, (16,))),
+    "b": torch.utils.data.TensorDataset(torch.randn(16, 3) + 1, torch.randint(0, 2, (16,))),
+}
+EMA_STEPS = 6
+EMA_PLANS = {  # who trains in rounds 0, 1, 2
+    "fedavg": [["a", "b"], ["a", "b"], ["a", "b"]],
+    "cyclic": [["a"], ["b"], ["a"]],
+    "partial participation": [["a", "b"], ["a"], ["a", "b"]],
+}
+
+
+def ema_round(state_dir: Path, rnd: int, received: dict[str, torch.Tensor], site: str) -> dict:
+    """One site's round through the kit's standard loop, EMA on; returns what it submits."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    model.load_state_dict(received)
+    env = make_env(
+        state_dir.parent,
+        rnd,
+        ema_decay=0.9,
+        optimizer="sgd",
+        momentum=0.0,
+        persist_optimizer_state=False,
+        local_steps=EMA_STEPS,
+        warmup_steps=0,
+    )
+    env.state_dir = state_dir
+    env.fit(model, EMA_DATA[site])
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("workflow", list(EMA_PLANS))
+def test_ema_restarts_from_the_received_global_under_every_workflow(
+    tmp_path: Path, workflow: str
+) -> None:
+    # Prepare: an in-process FL run; each site keeps its own STATE_DIR across rounds
+    torch.manual_seed(1)
+    global_w = {k: v.detach().clone() for k, v in nn.Linear(3, 2).state_dict().items()}
+    trained = {"a": 0, "b": 0}
+    for rnd, sites in enumerate(EMA_PLANS[workflow]):
+        submitted = {}
+        for site in sites:
+            # Execute: the site's round, and a fresh site that knows only the decay schedule
+            submitted[site] = ema_round(tmp_path / site / "state", rnd, global_w, site)
+            fresh = tmp_path / f"fresh-{site}-{rnd}" / "state"
+            fresh.mkdir(parents=True)
+            torch.save({"round": rnd - 1, "updates": trained[site]}, fresh / "ema_state.pt")
+            reference = ema_round(fresh, rnd, global_w, site)
+            trained[site] += EMA_STEPS
+            # Assert: the site's earlier averages play no part in what it submits
+            for key, value in reference.items():
+                assert torch.allclose(submitted[site][key], value, atol=1e-7), (rnd, site, key)
+        global_w = {
+            k: torch.stack([w[k] for w in submitted.values()]).mean(dim=0) for k in global_w
+        }
+
+
+def test_ema_decay_warms_up_over_the_run_not_every_round() -> None:
+    ema = kit.EMA({"w": torch.zeros(1)}, decay=0.99)
+    assert ema.current_decay() == pytest.approx(0.1)
+    resumed = kit.EMA({"w": torch.zeros(1)}, decay=0.99, updates=1000)
+    assert resumed.current_decay() == pytest.approx(0.99)
