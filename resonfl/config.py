@@ -96,6 +96,15 @@ class ModelConfig(_Strict):
         return value
 
 
+MIN_CLIENTS_HELP = "results needed to aggregate a round; blank (None) = every site"
+
+
+def min_clients_for(min_clients: int | None, num_sites: int) -> int:
+    """How many results close a round: `min_clients`, where None means every site (the one
+    place that says so)."""
+    return num_sites if min_clients is None else min_clients
+
+
 DEFAULT_WORKFLOW = "resonfl.fl.workflows.ScatterAndGather"
 DEFAULT_AGGREGATOR = "resonfl.fl.fedavg.FedAvg"
 
@@ -103,15 +112,23 @@ DEFAULT_AGGREGATOR = "resonfl.fl.fedavg.FedAvg"
 class FederationConfig(_Strict):
     """How rounds run: how many, which sites, and the workflow and aggregator class paths."""
 
-    num_rounds: int = Field(5, ge=1, le=10000)
-    min_clients: int | None = Field(None, ge=1, description="defaults to every site")
+    num_rounds: int = Field(
+        5, ge=1, le=10000, description="how many times the sites train and the server aggregates"
+    )
+    min_clients: int | None = Field(None, ge=1, description=MIN_CLIENTS_HELP)
     sites: list[str] = Field(default_factory=lambda: ["site-1", "site-2"], min_length=1)
     workflow_path: str = DEFAULT_WORKFLOW
     workflow_args: dict[str, Any] = Field(default_factory=dict)
     aggregator_path: str = DEFAULT_AGGREGATOR
     aggregator_args: dict[str, Any] = Field(default_factory=dict)
-    round_timeout_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600, description="at most a week")
-    gpus_per_site: int = Field(0, ge=0, le=64)
+    round_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="after this a round aggregates what it has (min sites permitting); "
+        "at most a week",
+    )
+    gpus_per_site: int = Field(0, ge=0, le=64, description="resource spec in meta.json")
 
     @field_validator("sites")
     @classmethod
@@ -140,4 +157,4 @@ class FederationConfig(_Strict):
 
     @property
     def effective_min_clients(self) -> int:
-        return self.min_clients if self.min_clients is not None else len(self.sites)
+        return min_clients_for(self.min_clients, len(self.sites))

@@ -109,6 +109,7 @@ class Job(BaseModel):
                         "id": "executor",
                         "path": EXECUTOR_CLASS,
                         "args": self.training.model_dump(mode="json"),
+                        "task_args": self.client_task_args(),
                     },
                 }
             ],
@@ -233,6 +234,15 @@ class Job(BaseModel):
         fed = self.federation
         return resolve_class(fed.aggregator_path, Aggregator)(fed.aggregator_args)
 
+    def client_task_args(self) -> dict[str, Any]:
+        """What the aggregator asks of the sites' train loop (FedProx: ``fedprox_mu``),
+        derived from its validated Args; rendered into config_fed_client.json."""
+        from resonfl.fl.base import Aggregator, resolve_class  # lazy: pulls in torch
+
+        fed = self.federation
+        cls = resolve_class(fed.aggregator_path, Aggregator)
+        return cls.client_task_args(cls.Args.model_validate(fed.aggregator_args))
+
     @classmethod
     def load(cls, directory: str | Path, site: str | None = None) -> Job:
         """Read a job folder back into a Job (the inverse of `render`), validating it.
@@ -307,11 +317,17 @@ def _check_fl_components(job: Job) -> None:
             cls = resolve_class(path, base)
         except ComponentError as exc:
             raise JobValidationError(SERVER_CONFIG, field, str(exc)) from None
+        where = "workflows[0].args" if base is Workflow else "components[aggregator].args"
         try:
-            cls(args)
+            built = cls(args)
         except ValidationError as exc:
-            where = "workflows[0].args" if base is Workflow else "components[aggregator].args"
             raise JobValidationError(SERVER_CONFIG, where, _pydantic_message(exc)) from None
+        check_sites = getattr(built.args, "check_sites", None)  # e.g. hierarchical groups
+        if check_sites is not None:
+            try:
+                check_sites(list(fed.sites))
+            except ValueError as exc:
+                raise JobValidationError(SERVER_CONFIG, where, str(exc)) from None
 
 
 def _pydantic_message(exc: ValidationError) -> str:
@@ -461,6 +477,7 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
             CLIENT_CONFIG, "executors[0].executor.path", f"must be {EXECUTOR_CLASS}"
         )
     args = _get(executor, CLIENT_CONFIG, "args", dict)
+    task_args = executor.get("task_args")  # absent in folders rendered before it existed
     training = _pydantic(
         CLIENT_CONFIG, "executors[0].executor.args", lambda: TrainingConfig.model_validate(args)
     )
@@ -565,4 +582,11 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
             shards=shards,
         ),
     )
-    return job.validate()
+    job.validate()
+    if task_args is not None and task_args != job.client_task_args():
+        raise JobValidationError(
+            CLIENT_CONFIG,
+            "executors[0].executor.task_args",
+            f"must be {job.client_task_args()} (what the aggregator's args ask of the sites)",
+        )
+    return job

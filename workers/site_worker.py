@@ -274,7 +274,7 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
             data_root=_data_root(api, cfg, job_id, job_dir),
             state_dir=cfg.data_root / "jobs" / str(job_id) / "state",
             timeout_s=fed.round_timeout_s,
-            task_args=job.build_aggregator().client_args(),
+            task_args=job.client_task_args(),
             env_extra=env,
             pool=_warm_pool(),
             should_stop=_stop_when_job_moves_on(api, job_id, round_num),

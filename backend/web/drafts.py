@@ -26,7 +26,17 @@ from resonfl.catalog import ExampleInfo, UnknownExampleError, get_example, list_
 from resonfl.config import FederationConfig, ModelConfig, TrainingConfig
 from resonfl.job import Job, JobValidationError, check_model_source
 
-from backend.web.forms import Errors, Raw, model_to_raw, parse_training, validation_errors
+from backend.web import algorithms
+from backend.web.forms import (
+    Errors,
+    FieldSpec,
+    Raw,
+    default_raw,
+    fields_of,
+    model_to_raw,
+    parse_training,
+    validation_errors,
+)
 
 STEPS = ("model", "training", "federation", "data", "review")
 STEP_TITLES = {
@@ -46,18 +56,8 @@ WORKFLOWS = {
     "cyclic": ("Cyclic (one site per round, in turn)", "resonfl.fl.workflows.Cyclic"),
 }
 CYCLIC_AGGREGATOR = "resonfl.fl.cyclic.CyclicAggregator"
-AGGREGATORS = {
-    "fedavg": ("FedAvg (sample-weighted mean)", "resonfl.fl.fedavg.FedAvg"),
-    "fedprox": ("FedProx (proximal term, mu)", "resonfl.fl.fedprox.FedProx"),
-    "fedopt_adam": ("FedOpt: FedAdam (server Adam)", "resonfl.fl.fedopt.FedAdam"),
-    "fedopt_yogi": ("FedOpt: FedYogi (server Yogi)", "resonfl.fl.fedopt.FedYogi"),
-    "fedopt_adagrad": ("FedOpt: FedAdagrad (server Adagrad)", "resonfl.fl.fedopt.FedAdagrad"),
-    "fedopt_avgm": ("FedOpt: FedAvgM (server momentum)", "resonfl.fl.fedopt.FedAvgM"),
-    "hierarchical": (
-        "Hierarchical FedAvg (site groups)",
-        "resonfl.fl.hierarchical.HierarchicalFedAvg",
-    ),
-}
+# FederationConfig fields the Federation step shows as generated inputs
+FEDERATION_FIELDS = ("num_rounds", "min_clients", "round_timeout_s", "gpus_per_site")
 
 
 class StepInvalid(Exception):
@@ -201,23 +201,23 @@ def training_raw(draft: Draft) -> Raw:
 
 
 # ------------------------------------------------------------------------- federation step
+def federation_fields() -> list[FieldSpec]:
+    """The FederationConfig inputs (rounds, minimum sites, timeout, GPUs), generated."""
+    return [f for f in fields_of(FederationConfig) if f.name in FEDERATION_FIELDS]
+
+
 def federation_defaults(draft: Draft, registered: list[str]) -> Raw:
     info = example_or_none(draft.raw.get("model", default_model_raw()))
-    rounds = str((info.federation.get("num_rounds") if info else None) or 5)
+    config = default_raw(FederationConfig)
+    rounds = (info.federation.get("num_rounds") if info else None) or config["num_rounds"]
     return {
-        "num_rounds": rounds,
-        "min_clients": "",
+        **{k: config[k] for k in FEDERATION_FIELDS},
+        "num_rounds": str(rounds),
         "sites": ",".join(registered[:2]),
         "workflow": "scatter_and_gather",
         "cyclic_order": "",
-        "aggregator": "fedavg",
-        "mu": "0.01",
-        "server_lr": "",
-        "server_momentum": "0.9",
-        "groups": "",
-        "group_weighting": "samples",
-        "round_timeout_s": "3600",
-        "gpus_per_site": "0",
+        "aggregator": next(iter(algorithms.algorithms())),
+        **algorithms.defaults(),
     }
 
 
@@ -225,22 +225,13 @@ def federation_raw(draft: Draft, registered: list[str]) -> Raw:
     return {**federation_defaults(draft, registered), **draft.raw.get("federation", {})}
 
 
+def federation_form_keys() -> list[str]:
+    """Every input name the Federation step posts, besides the site checkboxes."""
+    return [*FEDERATION_FIELDS, "workflow", "cyclic_order", "aggregator", *algorithms.form_keys()]
+
+
 def selected_sites(raw: Raw) -> list[str]:
     return [s for s in raw.get("sites", "").split(",") if s]
-
-
-def parse_groups(text: str) -> dict[str, list[str]]:
-    """`group: site-a, site-b` per line."""
-    groups: dict[str, list[str]] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        name, sep, rest = line.partition(":")
-        if not sep or not name.strip():
-            raise ValueError(f"line {number} ({line!r}) is not 'group: site-a, site-b'")
-        groups[name.strip()] = [s.strip() for s in rest.split(",") if s.strip()]
-    return groups
 
 
 def federation_config(raw: Raw, registered: list[str]) -> tuple[FederationConfig | None, Errors]:
@@ -261,28 +252,23 @@ def federation_config(raw: Raw, registered: list[str]) -> tuple[FederationConfig
             errors["cyclic_order"] = "list each chosen site exactly once, e.g. " + ", ".join(sites)
         else:
             sites = order
-    agg_key = raw.get("aggregator", "fedavg")
-    agg_args: dict[str, Any] = {}
+    agg_args: dict[str, Any] | None = {}
     if workflow == "cyclic":
         agg_path = CYCLIC_AGGREGATOR
-    elif agg_key not in AGGREGATORS:
+    elif (algorithm := algorithms.algorithms().get(raw.get("aggregator", ""))) is None:
         errors["aggregator"] = "choose an aggregator from the list"
         return None, errors
     else:
-        agg_path = AGGREGATORS[agg_key][1]
-        agg_args, arg_errors = _aggregator_args(agg_key, raw, sites)
+        agg_path = algorithm.path
+        agg_args, arg_errors = algorithm.parse(raw, sites)
         errors.update(arg_errors)
     if errors:
         return None, errors
-    data = {
-        "num_rounds": raw.get("num_rounds") or None,
-        "min_clients": raw.get("min_clients") or None,
+    data: dict[str, Any] = {name: raw.get(name) or None for name in FEDERATION_FIELDS} | {
         "sites": sites,
         "workflow_path": WORKFLOWS[workflow][1],
         "aggregator_path": agg_path,
         "aggregator_args": agg_args,
-        "round_timeout_s": raw.get("round_timeout_s") or None,
-        "gpus_per_site": raw.get("gpus_per_site") or 0,
     }
     data = {k: v for k, v in data.items() if v is not None}
     try:
@@ -290,54 +276,6 @@ def federation_config(raw: Raw, registered: list[str]) -> tuple[FederationConfig
     except ValidationError as exc:
         return None, validation_errors(exc, "min_clients")
     return fed, {}
-
-
-def _aggregator_args(key: str, raw: Raw, sites: list[str]) -> tuple[dict[str, Any], Errors]:
-    from resonfl.fl.base import Aggregator, resolve_class
-
-    args: dict[str, Any] = {}
-    field_of = {"mu": "mu", "server_lr": "server_lr", "momentum": "server_momentum"}
-    if key == "fedprox":
-        args["mu"] = raw.get("mu", "")
-    elif key.startswith("fedopt"):
-        if raw.get("server_lr"):
-            args["server_lr"] = raw["server_lr"]
-        if key == "fedopt_avgm":
-            args["momentum"] = raw.get("server_momentum", "")
-    elif key == "hierarchical":
-        try:
-            groups = parse_groups(raw.get("groups", ""))
-        except ValueError as exc:
-            return {}, {"groups": str(exc)}
-        grouped = [s for members in groups.values() for s in members]
-        missing = [s for s in sites if s not in grouped]
-        extra = [s for s in grouped if s not in sites]
-        if not groups:
-            return {}, {"groups": "give at least one group, e.g. 'east: site-1, site-2'"}
-        if missing or extra:
-            parts = ([f"not in any group: {', '.join(missing)}"] if missing else []) + (
-                [f"not a chosen site: {', '.join(extra)}"] if extra else []
-            )
-            return {}, {"groups": "; ".join(parts)}
-        args = {"groups": groups, "group_weighting": raw.get("group_weighting") or "samples"}
-    cls = resolve_class(AGGREGATORS[key][1], Aggregator)
-    try:
-        validated = cls.Args.model_validate(args)  # type: ignore[attr-defined]
-    except ValidationError as exc:
-        errors = validation_errors(exc, "aggregator")
-        return {}, {
-            field_of.get(k, k if k != "group_weighting" else "groups"): v for k, v in errors.items()
-        }
-    # what the user set, typed (defaults stay out of the rendered file)
-    return {k: _jsonable(getattr(validated, k)) for k in args}, {}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
 
 
 # ------------------------------------------------------------------------- data step

@@ -12,13 +12,15 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticUndefined
 
 from resonfl.config import TrainingConfig
 
 Raw = dict[str, str]
+M = TypeVar("M", bound=BaseModel)
 Errors = dict[str, str]
 
 LABELS = {
@@ -42,12 +44,31 @@ LABELS = {
     "label_smoothing": "Label smoothing",
     "tta_hflip": "Test-time augmentation (h-flip)",
     "extra": "Extra environment variables",
+    # FederationConfig
+    "num_rounds": "Rounds",
+    "min_clients": "Minimum sites per round",
+    "round_timeout_s": "Round timeout (s)",
+    "gpus_per_site": "GPUs per site",
+    # the aggregators' Args
+    "mu": "Proximal coefficient mu",
+    "server_lr": "Server learning rate",
+    "buffer_suffixes": "Averaged buffer suffixes",
+    "beta1": "Beta 1",
+    "beta2": "Beta 2",
+    "tau": "Tau (adaptivity)",
+    "groups": "Hierarchy groups",
+    "group_weighting": "Group weighting",
 }
+
+
+# How a field's text maps to its value: as typed, "a, b" (list), KEY=value lines (mapping),
+# or "name: a, b" lines (groups, a dict of lists).
+Shape = Literal["scalar", "list", "mapping", "groups"]
 
 
 @dataclass
 class FieldSpec:
-    """One input of a generated form."""
+    """One input of a generated form (`name` is the form's, `field` the model's)."""
 
     name: str
     label: str
@@ -55,6 +76,8 @@ class FieldSpec:
     help: str = ""
     choices: list[str] = field(default_factory=list)
     optional: bool = False
+    shape: Shape = "scalar"
+    field: str = ""
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -66,30 +89,59 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def fields_of(model: type[BaseModel], labels: dict[str, str] | None = None) -> list[FieldSpec]:
-    """Form inputs for every field of a pydantic model, in declaration order."""
+def _shape(inner: Any) -> Shape:
+    origin = typing.get_origin(inner)
+    if origin in (tuple, list):
+        return "list"
+    if origin is dict:
+        value = (typing.get_args(inner) or (str, Any))[-1]
+        return "groups" if typing.get_origin(value) in (list, tuple) else "mapping"
+    return "scalar"
+
+
+def fields_of(
+    model: type[BaseModel], labels: dict[str, str] | None = None, prefix: str = ""
+) -> list[FieldSpec]:
+    """Form inputs for every field of a pydantic model, in declaration order; each input is
+    named `prefix + field` (one form can hold several models' fields)."""
     specs = []
     for name, info in model.model_fields.items():
         inner, optional = _unwrap(info.annotation)
         origin = typing.get_origin(inner)
+        shape = _shape(inner)
         help_text = info.description or ""
-        if optional:
+        if optional and "blank" not in help_text:
             help_text = (help_text + "; " if help_text else "") + "leave blank for off"
+        if shape == "list":
+            help_text = (help_text + "; " if help_text else "") + "comma-separated"
+        elif shape == "groups":
+            help_text = (help_text + "; " if help_text else "") + "one per line: 'name: a, b'"
         label = (labels or LABELS).get(name, name.replace("_", " ").capitalize())
+        kind: Any
         if origin is Literal:
-            spec = FieldSpec(
-                name, label, "select", help_text, [str(c) for c in typing.get_args(inner)]
-            )
+            kind = "select"
         elif inner is bool:
-            spec = FieldSpec(name, label, "checkbox", help_text)
+            kind = "checkbox"
         elif inner in (int, float):
-            spec = FieldSpec(name, label, "number", help_text, optional=optional)
+            kind = "number"
         elif origin is dict:
-            spec = FieldSpec(name, label, "textarea", help_text or "one KEY=value per line")
+            kind = "textarea"
+            help_text = help_text or "one KEY=value per line"
         else:
-            spec = FieldSpec(name, label, "text", help_text, optional=optional)
-        specs.append(spec)
+            kind = "text"
+        choices = [str(c) for c in typing.get_args(inner)] if kind == "select" else []
+        opt = optional and kind in ("number", "text")
+        specs.append(FieldSpec(prefix + name, label, kind, help_text, choices, opt, shape, name))
     return specs
+
+
+def default_raw(model: type[BaseModel], prefix: str = "") -> Raw:
+    """The text of each field's declared default ("" for a required field)."""
+    raw: Raw = {}
+    for name, info in model.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        raw[prefix + name] = "" if default is PydanticUndefined else to_text(default)
+    return raw
 
 
 def to_text(value: Any) -> str:
@@ -101,7 +153,10 @@ def to_text(value: Any) -> str:
     if isinstance(value, tuple | list):
         return ", ".join(to_text(v) for v in value)
     if isinstance(value, dict):
-        return "\n".join(f"{k}={to_text(v)}" for k, v in value.items())
+        return "\n".join(
+            f"{k}: {to_text(v)}" if isinstance(v, tuple | list) else f"{k}={to_text(v)}"
+            for k, v in value.items()
+        )
     return str(value)
 
 
@@ -155,12 +210,27 @@ def parse_key_values(text: str, what: str) -> dict[str, Any]:
     return out
 
 
-def validation_errors(exc: ValidationError, default_field: str) -> Errors:
-    """Pydantic errors keyed by top-level field; model-level ones go to `default_field`."""
+def parse_groups(text: str) -> dict[str, list[str]]:
+    """`name: a, b` per line into {name: [a, b]}; ValueError naming the bad line."""
+    groups: dict[str, list[str]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        name, sep, rest = line.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"line {number} ({line!r}) is not 'name: a, b'")
+        groups[name.strip()] = [s.strip() for s in rest.split(",") if s.strip()]
+    return groups
+
+
+def validation_errors(exc: ValidationError, default_field: str, prefix: str = "") -> Errors:
+    """Pydantic errors keyed by top-level field (with the form's prefix); model-level ones go
+    to `default_field`."""
     errors: Errors = {}
     for err in exc.errors():
         loc = err["loc"]
-        name = str(loc[0]) if loc else default_field
+        name = prefix + str(loc[0]) if loc else default_field
         message = str(err["msg"]).removeprefix("Value error, ")
         if len(loc) > 1:
             message = f"{'.'.join(str(p) for p in loc[1:])}: {message}"
@@ -168,30 +238,42 @@ def validation_errors(exc: ValidationError, default_field: str) -> Errors:
     return errors
 
 
-def parse_training(raw: Raw) -> tuple[TrainingConfig | None, Errors]:
-    """Validate the Training step's text with TrainingConfig itself."""
+def parse_model(
+    model: type[M], raw: Raw, prefix: str = "", default_field: str | None = None
+) -> tuple[M | None, Errors]:
+    """Validate a generated form's text with the model itself; errors keyed by input name."""
     data: dict[str, Any] = {}
     errors: Errors = {}
-    for spec in fields_of(TrainingConfig):
+    specs = fields_of(model, prefix=prefix)
+    for spec in specs:
         text = raw.get(spec.name, "")
-        if spec.kind == "checkbox":
-            data[spec.name] = text == "true"
-        elif spec.name == "betas":
-            parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-            data[spec.name] = parts
-        elif spec.name == "extra":
-            try:
-                data[spec.name] = parse_key_values(text, "extra")
-            except ValueError as exc:
-                errors[spec.name] = str(exc)
-        elif text == "" and spec.optional:
-            data[spec.name] = None
-        elif text == "":
-            errors[spec.name] = "a value is required"
-        else:
-            data[spec.name] = text
+        try:
+            if spec.kind == "checkbox":
+                data[spec.field] = text == "true"
+            elif spec.shape == "list":
+                data[spec.field] = [
+                    p.strip() for p in text.replace(";", ",").split(",") if p.strip()
+                ]
+            elif spec.shape == "mapping":
+                data[spec.field] = parse_key_values(text, spec.field)
+            elif spec.shape == "groups":
+                data[spec.field] = parse_groups(text)
+            elif text == "" and spec.optional:
+                data[spec.field] = None
+            elif text == "":
+                errors[spec.name] = "a value is required"
+            else:
+                data[spec.field] = text
+        except ValueError as exc:
+            errors[spec.name] = str(exc)
+    fallback = default_field or (specs[0].name if specs else prefix.rstrip("_") or "_")
     try:
-        config = TrainingConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
-        return None, {**validation_errors(exc, "local_steps"), **errors}
+        return None, {**validation_errors(exc, fallback, prefix), **errors}
     return (None, errors) if errors else (config, {})
+
+
+def parse_training(raw: Raw) -> tuple[TrainingConfig | None, Errors]:
+    """Validate the Training step's text with TrainingConfig itself."""
+    return parse_model(TrainingConfig, raw, default_field="local_steps")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from backend.web import algorithms
 from resonfl.config import TrainingConfig
+from resonfl.fl.fedopt import FedOptArgs
 
 Raw = dict[str, str]
 
@@ -129,8 +131,9 @@ def has_batchnorm(source: str) -> bool:
 
 def federation_notes(raw: Raw, model_source: str) -> list[Note]:
     notes: list[Note] = []
-    aggregator = raw.get("aggregator", "")
-    if aggregator.startswith("fedopt") and has_batchnorm(model_source):
+    algorithm = algorithms.algorithms().get(raw.get("aggregator", ""))
+    server_optimizer = algorithm is not None and issubclass(algorithm.args, FedOptArgs)
+    if server_optimizer and has_batchnorm(model_source):
         notes.append(
             Note(
                 "warn",

@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from resonfl.config import MIN_CLIENTS_HELP
+
 StateDict = dict[str, torch.Tensor]
 AggregatorState = dict[str, Any]  # {"tensors": dict[str, Tensor], "meta": dict[str, JSON]}
 
@@ -155,9 +157,16 @@ class Aggregator(ABC):
         """The bound parameter names, or None when no model was bound."""
         return self._parameters
 
-    def client_args(self) -> dict[str, Any]:
-        """Extra per-round task args the sites' train loop needs (e.g. FedProx's mu)."""
+    @classmethod
+    def client_task_args(cls, args: Any) -> dict[str, Any]:
+        """What the sites' train loop needs from this algorithm's validated `Args` (e.g.
+        FedProx's mu); a job renders it into its client config, so sites never build the
+        server's aggregator to learn it."""
         return {}
+
+    def client_args(self) -> dict[str, Any]:
+        """`client_task_args` of this aggregator's own args."""
+        return self.client_task_args(self.args)
 
     def state_dict(self) -> AggregatorState:
         """Server-side state to persist with each round's global model; empty by default."""
@@ -223,9 +232,7 @@ class WorkflowArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     num_rounds: int = Field(ge=1, description="Rounds to run.")
-    min_clients: int | None = Field(
-        default=None, ge=1, description="Results needed to aggregate a round; None = every site."
-    )
+    min_clients: int | None = Field(default=None, ge=1, description=MIN_CLIENTS_HELP)
     round_timeout_s: float | None = Field(
         default=None, gt=0, description="Seconds after which a round aggregates what it has."
     )

@@ -2,8 +2,8 @@
 
 Li et al. 2020, "Federated Optimization in Heterogeneous Networks". The server side is plain
 FedAvg; the algorithm lives in the client loss ``loss + proximal_term(params, global, mu)``,
-which keeps local weights near the round's global weights. ``FedProx.client_args()`` ships
-``{"fedprox_mu": mu}`` to the sites with each round's task.
+which keeps local weights near the round's global weights. ``FedProx.client_task_args`` puts
+``{"fedprox_mu": mu}`` into the job's client config, which each round's task carries to the sites.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ class FedProx(FedAvg):
     Args = FedProxArgs
     args: FedProxArgs
 
-    def client_args(self) -> dict[str, Any]:
-        return {"fedprox_mu": self.args.mu}
+    @classmethod
+    def client_task_args(cls, args: Any) -> dict[str, Any]:
+        return {"fedprox_mu": args.mu}
 
 
 __all__ = ["FedProx", "FedProxArgs", "proximal_term"]

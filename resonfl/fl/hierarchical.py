@@ -44,6 +44,17 @@ class HierarchicalArgs(BaseModel):
                 seen[site] = group
         return self
 
+    def check_sites(self, sites: list[str]) -> None:
+        """The groups cover exactly the job's sites (ValueError naming the odd ones out)."""
+        grouped = [s for members in self.groups.values() for s in members]
+        missing = [s for s in sites if s not in grouped]
+        extra = [s for s in grouped if s not in sites]
+        parts = ([f"not in any group: {', '.join(missing)}"] if missing else []) + (
+            [f"not a site of the job: {', '.join(extra)}"] if extra else []
+        )
+        if parts:
+            raise ValueError("; ".join(parts))
+
 
 class HierarchicalFedAvg(Aggregator):
     """FedAvg within each group, then across groups (by samples or equally)."""

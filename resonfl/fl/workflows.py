@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from resonfl.config import min_clients_for
 from resonfl.fl.base import Workflow, WorkflowArgs
 from resonfl.fl.cyclic import Cyclic
 
 
 class ScatterAndGather(Workflow):
-    """Every site trains every round; a round needs ``min_clients`` results (None = all sites).
+    """Every site trains every round; a round needs ``min_clients`` results (`min_clients_for`).
 
     ``min_clients`` larger than the number of sites raises ValueError rather than waiting for
     results that can never come.
@@ -22,9 +23,7 @@ class ScatterAndGather(Workflow):
 
     def min_results(self, round_num: int, sites: list[str]) -> int:
         self._check_round(round_num, sites)
-        wanted = self.args.min_clients
-        if wanted is None:
-            return len(sites)
+        wanted = min_clients_for(self.args.min_clients, len(sites))
         if wanted > len(sites):
             raise ValueError(f"min_clients={wanted} but the job has only {len(sites)} sites")
         return wanted

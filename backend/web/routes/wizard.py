@@ -25,7 +25,7 @@ from backend.models import User
 from backend.services import accounts, submissions
 from backend.services.archives import safe_extract, tree, write_zip
 from backend.services.errors import InvalidSubmission, PayloadTooLarge, ServiceError
-from backend.web import drafts
+from backend.web import algorithms, drafts
 from backend.web.drafts import STEP_TITLES, STEPS, Draft, DraftStore, StepInvalid
 from backend.web.forms import Errors, FieldSpec, fields_of, form_to_raw, parse_training
 from backend.web.guidance import federation_notes, training_notes
@@ -216,14 +216,8 @@ def _save_checkpoint(folder: Path, draft: Draft, upload: UploadFile) -> Errors:
 
 
 # ----------------------------------------------------------------------------- federation
-FEDERATION_KEYS = (
-    "num_rounds", "min_clients", "workflow", "cyclic_order", "aggregator", "mu", "server_lr",
-    "server_momentum", "groups", "group_weighting", "round_timeout_s", "gpus_per_site",
-)  # fmt: skip
-
-
 def _federation_form(form: FormData) -> dict[str, str]:
-    raw = {k: str(form.get(k, "")).strip() for k in FEDERATION_KEYS}
+    raw = {k: str(form.get(k, "")).strip() for k in drafts.federation_form_keys()}
     raw["sites"] = ",".join(str(s) for s in form.getlist("sites") if SITE_NAME_RE.fullmatch(str(s)))
     return raw
 
@@ -387,8 +381,9 @@ def _render_step(
             raw=raw,
             chosen=drafts.selected_sites(raw),
             sites=[(s, accounts.is_online(s, timeout)) for s in registered],
+            fields=drafts.federation_fields(),
             workflows=drafts.WORKFLOWS,
-            aggregators=drafts.AGGREGATORS,
+            algorithms=list(algorithms.algorithms().values()),
             notes=federation_notes(raw, model.source if model else ""),
         )
     elif step == "data":

@@ -105,17 +105,17 @@ def test_federation_step_validates_aggregator_arguments(
         client,
         f"{page.base}/federation",
         signed_in,
-        {**FEDERATION, "aggregator": "fedprox", "mu": "-1"},
+        {**FEDERATION, "aggregator": "fedprox", "fedprox__mu": "-1"},
     )
     assert response.status_code == 422
-    assert "greater than or equal to 0" in _error(response.text, "mu")
+    assert "greater than or equal to 0" in _error(response.text, "fedprox__mu")
     response = _post(
         client,
         f"{page.base}/federation",
         signed_in,
-        {**FEDERATION, "aggregator": "hierarchical", "groups": "east: site-1"},
+        {**FEDERATION, "aggregator": "hierarchicalfedavg", "hierarchicalfedavg__groups": "east: site-1"},
     )
-    assert "site-2" in _error(response.text, "groups")
+    assert "site-2" in _error(response.text, "hierarchicalfedavg__groups")
 
 
 def test_fedopt_warns_when_the_model_has_batchnorm(
@@ -131,7 +131,7 @@ def test_fedopt_warns_when_the_model_has_batchnorm(
         client,
         f"{base}/federation",
         signed_in,
-        {**FEDERATION, "aggregator": "fedopt_adam"},
+        {**FEDERATION, "aggregator": "fedadam"},
         nav="save",
     )
     assert "FedOpt and BatchNorm" in response.text
