@@ -137,7 +137,6 @@ class LocalPlatform:
         kwargs: dict[str, object] = {
             "data_dir": self.data_dir,
             "redis_url": self.redis_url,
-            "public_api_url": self.url,
             "site_heartbeat_timeout_s": self.heartbeat_timeout_s,
         }
         if self.database_url:

@@ -17,7 +17,6 @@ SITE_TRAIN = "resonfl.site.train"
 SERVER_START = "resonfl.server.start"
 SERVER_AGGREGATE = "resonfl.server.aggregate"
 SERVER_RECONCILE = "resonfl.server.reconcile"
-SERVER_CANCEL = "resonfl.server.cancel"
 
 # A killed worker's unacked message comes back only after this long (see ARCHITECTURE
 # "Pitfalls"); the job store re-dispatches lost site tasks long before, so keep it long

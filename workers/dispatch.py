@@ -6,9 +6,7 @@ from celery import Celery
 
 from workers.celery_app import (
     SERVER_AGGREGATE,
-    SERVER_CANCEL,
     SERVER_QUEUE,
-    SERVER_RECONCILE,
     SERVER_START,
     SITE_TRAIN,
     HasBroker,
@@ -31,9 +29,3 @@ class CeleryDispatcher:
 
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         self.app.send_task(SERVER_AGGREGATE, args=[job_id, round_num], queue=SERVER_QUEUE)
-
-    def send_cancel(self, job_id: int) -> None:
-        self.app.send_task(SERVER_CANCEL, args=[job_id], queue=SERVER_QUEUE)
-
-    def send_reconcile(self) -> None:
-        self.app.send_task(SERVER_RECONCILE, queue=SERVER_QUEUE)

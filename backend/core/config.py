@@ -29,12 +29,10 @@ class Settings(BaseSettings):
         description="Celery broker; None means the embedded redis-server of `resonfl up`",
     )
     secret_key: str = DEFAULT_SECRET
-    public_api_url: str = "http://127.0.0.1:8000"
     max_upload_bytes: int = Field(
         default=512 * 1024 * 1024, gt=0, description="per request and per zip"
     )
     site_heartbeat_timeout_s: float = Field(default=60.0, gt=0)
-    round_timeout_default_s: float = Field(default=3600.0, gt=0)
 
     @model_validator(mode="after")
     def _defaults_and_secret(self) -> Settings:

@@ -22,9 +22,6 @@ class Dispatcher(Protocol):
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         """Enqueue the (exactly-once, idempotent) aggregation of a round."""
 
-    def send_cancel(self, job_id: int) -> None:
-        """Tell sites and the aggregator to stop working on a job."""
-
 
 def load_dispatcher(settings: Settings, path: str = DEFAULT_DISPATCHER) -> Dispatcher:
     """Build the production dispatcher: `path` names a class taking the Settings."""

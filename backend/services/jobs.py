@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from backend.models import INT_MAX, Job, SiteResult, User
-from backend.services.dispatch import Dispatcher
 from backend.services.errors import Conflict, NotFound
 from backend.storage import ArtifactStore
 
@@ -37,14 +36,14 @@ def list_jobs(
     return list(jobs), count
 
 
-def cancel_job(session: Session, user: User, job_id: int, dispatcher: Dispatcher) -> Job:
-    """Cancel a queued or running job (the round machinery stops it and tells the workers)."""
+def cancel_job(session: Session, user: User, job_id: int) -> Job:
+    """Cancel a queued or running job (sites see it with their next check of the job)."""
     from backend.services import rounds  # the round state machine (its own module)
 
     job = get_job_for(session, user, job_id)
     if job.status.is_terminal:
         raise Conflict(f"job {job_id} is already {job.status.value}")
-    rounds.cancel_job(session, job.id, dispatcher, reason=f"cancelled by {user.email}")
+    rounds.cancel_job(session, job.id, reason=f"cancelled by {user.email}")
     session.refresh(job)
     return job
 

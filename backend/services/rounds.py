@@ -470,9 +470,7 @@ def _redispatch_silent(
 
 
 # ------------------------------------------------------------------------------ cancel
-def cancel_job(
-    session: Session, job_id: int, dispatcher: Dispatcher, reason: str = "cancelled by user"
-) -> bool:
+def cancel_job(session: Session, job_id: int, reason: str = "cancelled by user") -> bool:
     """Cancel a queued or running job; results that arrive later are ignored."""
     cancelled = _changed(
         session,
@@ -491,9 +489,7 @@ def cancel_job(
         .values(status=ResultStatus.FAILED, error=reason)
     )
     session.commit()
-    if cancelled:
-        dispatcher.send_cancel(job_id)
-    return bool(cancelled)
+    return bool(cancelled)  # sites notice with their next check of the job's state
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -11,7 +11,7 @@ import logging
 from celery import shared_task
 
 from backend.services import rounds
-from workers.celery_app import SERVER_AGGREGATE, SERVER_CANCEL, SERVER_RECONCILE, SERVER_START
+from workers.celery_app import SERVER_AGGREGATE, SERVER_RECONCILE, SERVER_START
 from workers.runtime import server_runtime
 
 log = logging.getLogger("resonfl.aggregator")
@@ -46,9 +46,3 @@ def reconcile() -> str:
             heartbeat_timeout_s=rt.settings.site_heartbeat_timeout_s,
         )
     return repr(report)
-
-
-@shared_task(name=SERVER_CANCEL, **IDEMPOTENT)
-def cancel(job_id: int) -> None:
-    """Nothing to undo on the server: rounds.cancel_job already closed the job's rounds, and
-    site workers check the job's state before and after training."""

@@ -103,10 +103,8 @@ def read_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> JobDetail
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(
-    job_id: JobId, session: SessionDep, user: CurrentUser, dispatcher: DispatcherDep
-) -> JobPublic:
-    return JobPublic.model_validate(job_service.cancel_job(session, user, job_id, dispatcher))
+def cancel_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> JobPublic:
+    return JobPublic.model_validate(job_service.cancel_job(session, user, job_id))
 
 
 @router.get("/{job_id}/logs", response_model=JobLogs)

@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.api.deps import DispatcherDep, SessionDep, StoreDep
+from backend.api.deps import SessionDep, StoreDep
 from backend.models import Job, User
 from backend.services import jobs as job_service
 from backend.services.errors import Conflict, NotFound
@@ -88,14 +88,13 @@ def cancel_job(
     user: WebUser,
     session: SessionDep,
     store: StoreDep,
-    dispatcher: DispatcherDep,
     job_id: int,
 ) -> Response:
     """Plain form: cancel, then back to the job page. htmx (the page's Cancel button): the live
     region, swapped in place, so the page shows "cancelled" without a reload and its poller
     stops (the region comes back without it, with HX-Trigger: job-ended)."""
     try:
-        job_service.cancel_job(session, user, job_id, dispatcher)
+        job_service.cancel_job(session, user, job_id)
     except NotFound as exc:
         return _not_found(request, user, exc)
     except Conflict:

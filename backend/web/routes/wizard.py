@@ -217,7 +217,8 @@ def _save_checkpoint(folder: Path, draft: Draft, upload: UploadFile) -> Errors:
 
 # ----------------------------------------------------------------------------- federation
 def _federation_form(form: FormData) -> dict[str, str]:
-    raw = {k: str(form.get(k, "")).strip() for k in drafts.federation_form_keys()}
+    """What was posted; an input left out of the post keeps its default (federation_raw)."""
+    raw = {k: str(form[k]).strip() for k in drafts.federation_form_keys() if k in form}
     raw["sites"] = ",".join(str(s) for s in form.getlist("sites") if SITE_NAME_RE.fullmatch(str(s)))
     return raw
 

@@ -52,8 +52,6 @@ class RecordingDispatcher:
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         self.calls.append(("aggregate", job_id, round_num))
 
-    def send_cancel(self, job_id: int) -> None:
-        self.calls.append(("cancel", job_id))
 
 
 def auth(token: str) -> dict[str, str]:

@@ -40,8 +40,6 @@ class Recorder:
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         self.sent.append(("aggregate", (job_id, round_num)))
 
-    def send_cancel(self, job_id: int) -> None:
-        self.sent.append(("cancel", (job_id,)))
 
 
 @pytest.fixture

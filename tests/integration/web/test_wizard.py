@@ -271,10 +271,8 @@ def test_cancel_from_the_job_page(
     job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers[
         "location"
     ]
-    job_id = int(job_url.rsplit("/", 1)[1])
     assert client.post(f"{job_url}/cancel", data={}).status_code == 403  # no CSRF token
     assert client.post(f"{job_url}/cancel", data={"csrf_token": signed_in}).status_code == 303
-    assert ("cancel", job_id) in dispatcher.sent
     after = client.get(job_url).text
     assert 'data-status="cancelled"' in after and "Cancel job" not in after
     assert "cancelled by admin@example.org" in after
@@ -301,7 +299,6 @@ def test_cancel_with_htmx_swaps_the_live_region_in_place(
     assert response.text.lstrip().startswith('<section id="job-live"')
     assert 'data-status="cancelled"' in response.text
     assert "hx-trigger" not in response.text and "Cancel job" not in response.text
-    assert ("cancel", job_id) in dispatcher.sent
 
 
 def test_everything_focusable_in_the_live_region_has_an_id(

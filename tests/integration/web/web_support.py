@@ -25,8 +25,6 @@ class RecordingDispatcher:
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         self.sent.append(("aggregate", job_id, round_num))
 
-    def send_cancel(self, job_id: int) -> None:
-        self.sent.append(("cancel", job_id))
 
 
 def csrf_of(html: str) -> str:
