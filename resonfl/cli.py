@@ -163,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--sites", type=int, default=None)
     p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--workspace", help="output folder (default DIR/workspace)")
+    p.add_argument(
+        "--workspace",
+        help="output folder (default DIR/workspace); a new run replaces the previous run there",
+    )
     p.add_argument("--parallel", type=int, default=None, help="site processes at once")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_simulate)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,7 +104,7 @@ def simulate(
             roots[site] = job.shards[site]
 
     ws = Path(workspace).resolve()
-    ws.mkdir(parents=True, exist_ok=True)
+    run_id = start_run(ws, job_dir)
     timeout = timeout_s or job.federation.round_timeout_s
     workflow = job.build_workflow()
     aggregator = job.build_aggregator()
@@ -128,7 +131,7 @@ def simulate(
         for rnd in range(rounds):
             started = time.monotonic()
             chosen = workflow.sites_for_round(rnd, site_names)
-            task_args = aggregator.client_args()
+            task_args = {**aggregator.client_args(), "run_id": run_id}
 
             def train(
                 site: str, rnd: int = rnd, path: Path = global_path, task_args: dict[str, Any] = task_args
@@ -191,7 +194,60 @@ def simulate(
             bar.close()
     persistor.save_final(weights)
     (ws / "rounds.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+    _write_run(ws, run_id, job_dir, "finished")
     return result
+
+
+# What a simulator run writes into its workspace: a new run removes exactly these, nothing else.
+RUN_FILE = "run.json"
+RUN_ENTRIES = frozenset(
+    {RUN_FILE, "rounds.json", "files_out", "model_out", "sites", "logs", "global", "init"}
+)
+
+
+def start_run(ws: Path, job_dir: Path) -> str:
+    """Give the workspace to a new run: a fresh run id, and no trace of an earlier run.
+
+    Re-running in the same folder used to resume the previous run's client state (optimizer
+    moments, EMA) and append to its logs. A workspace holding only what a simulator run writes
+    is cleared; one holding anything else is refused, because it is not ours to delete.
+    """
+    if ws.exists() and not ws.is_dir():
+        raise SimulationError(f"workspace {ws} is a file; pass --workspace with a folder")
+    if ws.is_dir():
+        foreign = sorted(p.name for p in ws.iterdir() if p.name not in RUN_ENTRIES)
+        if foreign:
+            raise SimulationError(
+                f"workspace {ws} holds files a simulator run did not write "
+                f"({', '.join(foreign[:5])}); pass --workspace with an empty or new folder"
+            )
+        previous = _read_run(ws)
+        for name in RUN_ENTRIES:
+            target = ws / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        if previous:
+            print(f"workspace {ws}: replacing the previous run {previous}", file=sys.stderr)
+    ws.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:12]
+    _write_run(ws, run_id, job_dir, "running")
+    return run_id
+
+
+def _read_run(ws: Path) -> str | None:
+    try:
+        return str(json.loads((ws / RUN_FILE).read_text(encoding="utf-8"))["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_run(ws: Path, run_id: str, job_dir: Path, status: str) -> None:
+    info = {"run_id": run_id, "job_dir": str(job_dir), "status": status}
+    tmp = ws / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(ws / RUN_FILE)
 
 
 def _pick_sites(job: Job, sites: int | list[str] | None) -> list[str]:

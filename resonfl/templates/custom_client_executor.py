@@ -200,6 +200,9 @@ class FLEnv:
         self.args = dict(args)
         self.extra = dict(self.args.get("extra") or {})
         self.task_args = dict(task.get("task_args") or {})
+        # Which run STATE_DIR's files must belong to (a job id, a simulator run): a state file
+        # saved by another run is ignored, never resumed.
+        self.run_id: str | None = self.task_args.get("run_id") or None
         self.current_round = int(task["round"])
         self.num_rounds = int(task["num_rounds"])
         self.site_name = str(task["site"])
@@ -304,11 +307,33 @@ class FLEnv:
             raise ValueError(f"unknown optimizer {name!r} (adamw, adam or sgd)")
         return classes[name](params, **self._hyper(name))
 
+    def load_state_file(self, path: Path) -> dict[str, Any] | None:
+        """A state file of this run from STATE_DIR, or None (absent, unreadable, another run's)."""
+        if not path.is_file():
+            return None
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file: start fresh, say so
+            self.logger.warning("%s is unreadable (%s); starting fresh", path.name, exc)
+            return None
+        if not isinstance(saved, dict):
+            self.logger.warning("%s is not a state dict; starting fresh", path.name)
+            return None
+        if self.run_id is not None and saved.get("run_id") != self.run_id:
+            self.logger.warning(
+                "%s belongs to run %s, not this run %s; starting fresh",
+                path.name,
+                saved.get("run_id"),
+                self.run_id,
+            )
+            return None
+        return saved
+
     def _restore_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> None:
         path = self.optimizer_state_path
-        if not path.is_file():
+        saved = self.load_state_file(path)
+        if saved is None:
             return
-        saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved.get("optimizer") != name:
             self.logger.warning(
                 "optimizer state in %s is for %s; starting fresh", path, saved.get("optimizer")
@@ -328,6 +353,7 @@ class FLEnv:
     def save_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
         """Write STATE_DIR/optimizer_state.pt (atomically) for the next round to restore."""
         state = {
+            "run_id": self.run_id,
             "optimizer": str(self.arg("optimizer", "adamw")),
             "round": self.current_round,
             "state": optimizer.state_dict(),
@@ -385,10 +411,9 @@ class FLEnv:
         if not decay:
             return None
         updates = 0
-        path = self.ema_state_path
-        if self.arg("ema_persist", True) and path.is_file():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            updates = int(saved.get("updates", 0)) if isinstance(saved, dict) else 0
+        saved = self.load_state_file(self.ema_state_path) if self.arg("ema_persist", True) else None
+        if saved is not None:
+            updates = int(saved.get("updates", 0))
             self.logger.info(
                 "EMA from the received global model; decay schedule at step %d", updates
             )
@@ -398,7 +423,7 @@ class FLEnv:
         """Load the EMA weights into the model (they are what is submitted); persist the schedule."""
         model.load_state_dict(ema.shadow)
         if self.arg("ema_persist", True):
-            state = {"round": self.current_round, "updates": ema.updates}
+            state = {"run_id": self.run_id, "round": self.current_round, "updates": ema.updates}
             _atomic_write_bytes(self.ema_state_path, lambda tmp: torch.save(state, tmp))
 
     # -- evaluation --------------------------------------------------------------

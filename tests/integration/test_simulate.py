@@ -126,3 +126,43 @@ def test_fedadam_averages_a_custom_buffer_found_from_the_model(
     final = load_state_dict_file(result.checkpoint)
     assert torch.equal(final["input_mean"], torch.full((4,), 700.0))
     assert not torch.equal(final["fc1.weight"], torch.zeros_like(final["fc1.weight"]))
+
+
+STATE_PROBE = '''
+_train_probe = fl_train_model
+
+
+def fl_train_model(model, env, out_dir, logger):
+    """Report what STATE_DIR held when the round began, then leave a file there."""
+    found = sorted(p.name for p in env.state_dir.iterdir())
+    (env.state_dir / "probe.txt").write_text(str(env.current_round))
+    result = _train_probe(model, env, out_dir, logger)
+    result["metrics"]["state_files"] = len(found)
+    return result
+'''
+
+
+def test_a_rerun_in_the_same_workspace_starts_clean(tmp_path: Path, tiny_model_def: str) -> None:
+    # Prepare: one finished run in the workspace
+    job_dir = render(tmp_path, tiny_model_def + STATE_PROBE)
+    first = simulate(job_dir, tmp_path / "ws", progress=False)
+    first_run = (tmp_path / "ws" / "run.json").read_text()
+    # Execute
+    second = simulate(job_dir, tmp_path / "ws", progress=False)
+    # Assert: round 0 of the second run saw an empty STATE_DIR, and a log of its own
+    assert first.rounds[1].metrics["state_files"] == 1
+    assert second.rounds[0].metrics["state_files"] == 0
+    assert (tmp_path / "ws" / "logs" / "site-1.log").read_text().count("===== round 0") == 1
+    assert (tmp_path / "ws" / "run.json").read_text() != first_run
+
+
+def test_a_workspace_holding_other_files_is_refused_naming_the_flag(
+    tmp_path: Path, tiny_model_def: str
+) -> None:
+    job_dir = render(tmp_path, tiny_model_def)
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "thesis.tex").write_text("precious")
+
+    with pytest.raises(SimulationError, match="--workspace"):
+        simulate(job_dir, tmp_path / "ws", progress=False)
+    assert (tmp_path / "ws" / "thesis.tex").read_text() == "precious"

@@ -194,7 +194,7 @@ def test_only_the_ema_schedule_is_persisted_never_the_averaged_weights(
     two_rounds: dict[str, Any],
 ) -> None:
     saved = torch.load(two_rounds["tmp"] / "state" / "ema_state.pt", weights_only=True)
-    assert saved == {"round": 1, "updates": 2 * STEPS}
+    assert saved == {"run_id": None, "round": 1, "updates": 2 * STEPS}
     assert "decay schedule at step 5" in two_rounds["runs"][1].stdout
 
 
@@ -464,7 +464,8 @@ def test_ema_restarts_from_the_received_global_under_every_workflow(
             submitted[site] = ema_round(tmp_path / site / "state", rnd, global_w, site)
             fresh = tmp_path / f"fresh-{site}-{rnd}" / "state"
             fresh.mkdir(parents=True)
-            torch.save({"round": rnd - 1, "updates": trained[site]}, fresh / "ema_state.pt")
+            schedule = {"run_id": None, "round": rnd - 1, "updates": trained[site]}
+            torch.save(schedule, fresh / "ema_state.pt")
             reference = ema_round(fresh, rnd, global_w, site)
             trained[site] += EMA_STEPS
             # Assert: the site's earlier averages play no part in what it submits
@@ -480,3 +481,18 @@ def test_ema_decay_warms_up_over_the_run_not_every_round() -> None:
     assert ema.current_decay() == pytest.approx(0.1)
     resumed = kit.EMA({"w": torch.zeros(1)}, decay=0.99, updates=1000)
     assert resumed.current_decay() == pytest.approx(0.99)
+
+
+def test_state_saved_by_another_run_is_ignored_not_resumed(tmp_path: Path) -> None:
+    # Prepare: run "old" leaves Adam moments in STATE_DIR
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+    old = make_env(tmp_path, 0, task_args={"run_id": "old"}, local_steps=2)
+    old.fit(nn.Linear(3, 2), data)
+    assert torch.load(old.optimizer_state_path, weights_only=True)["run_id"] == "old"
+    # Execute: a new run's first round with the same STATE_DIR
+    new = make_env(tmp_path, 0, task_args={"run_id": "new"}, local_steps=2)
+    optimizer = new.make_optimizer(nn.Linear(3, 2))
+    # Assert: fresh moments, and the state file now belongs to the new run once saved
+    assert optimizer.state_dict()["state"] == {}
+    new.save_optimizer_state(optimizer)
+    assert torch.load(new.optimizer_state_path, weights_only=True)["run_id"] == "new"
