@@ -212,6 +212,8 @@ class FLEnv:
         self.logger = logger or make_logger(self.site_name, self.current_round)
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.global_state: StateDict | None = None  # round-start weights, set by the executor
+        self.proximal_used = False  # set by proximal_term; a FedProx round without it warns
+        self._prox_anchor: dict[str, torch.Tensor] = {}
 
     # -- settings --------------------------------------------------------------
     def arg(self, name: str, default: Any = None) -> Any:
@@ -426,13 +428,61 @@ class FLEnv:
             state = {"run_id": self.run_id, "round": self.current_round, "updates": ema.updates}
             _atomic_write_bytes(self.ema_state_path, lambda tmp: torch.save(state, tmp))
 
+    # -- FedProx ------------------------------------------------------------------
+    @property
+    def fedprox_mu(self) -> float:
+        """FedProx's mu for this round (0.0 when the job's aggregator is not FedProx)."""
+        return float(self.task_args.get("fedprox_mu") or 0.0)
+
+    def proximal_term(self, model: nn.Module) -> torch.Tensor:
+        """FedProx's ``mu/2 * ||w - w_global||^2`` over the trainable parameters, for a custom loop.
+
+        One call per step, added to the loss: ``loss = criterion(model(x), y) +
+        env.proximal_term(model)``. A zero tensor when the job is not FedProx, so the same loop
+        serves every aggregator. ``w_global`` is the weights this round received. `fit` calls
+        it for you; a FedProx round whose train function never does logs a warning.
+        """
+        self.proximal_used = True
+        mu = self.fedprox_mu
+        if mu <= 0:
+            return torch.zeros((), device=self.device)
+        terms = [
+            (p - self._anchor(name, p)).pow(2).sum()
+            for name, p in model.named_parameters()
+            if p.requires_grad
+        ]
+        if not terms:
+            return torch.zeros((), device=self.device)
+        return 0.5 * mu * torch.stack(terms).sum()
+
+    def _anchor(self, name: str, param: torch.Tensor) -> torch.Tensor:
+        """The round-start value of a parameter, on its device (from the received global)."""
+        anchor = self._prox_anchor.get(name)
+        if anchor is None or anchor.device != param.device:
+            start = self.global_state.get(name) if self.global_state is not None else None
+            source = start if start is not None else param
+            anchor = source.detach().to(device=param.device, dtype=param.dtype).clone()
+            self._prox_anchor[name] = anchor
+        return anchor
+
     # -- evaluation --------------------------------------------------------------
     @torch.no_grad()
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Logits; with tta_hflip, the mean of the logits of x and x mirrored on the last axis."""
+        """Logits; with tta_hflip, the mean of the logits of x and x mirrored left-right.
+
+        tta_hflip is for images only, (N, C, H, W): on any other input the last axis is not
+        image width (mirroring a tabular row reverses its features), so it is refused.
+        """
+        hflip = bool(self.arg("tta_hflip", False))
+        if hflip and (not isinstance(x, torch.Tensor) or x.dim() != 4):
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"tta_hflip mirrors images and needs (N, C, H, W) input, got {shape}; "
+                "turn tta_hflip off for non-image data"
+            )
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp_enabled):
             logits = model(x).float()
-            if self.arg("tta_hflip", False):
+            if hflip:
                 logits = (logits + model(x.flip(-1)).float()) / 2
         return logits
 
@@ -493,8 +543,9 @@ class FLEnv:
         criterion = loss_fn or nn.CrossEntropyLoss(
             label_smoothing=float(self.arg("label_smoothing", 0.0))
         )
-        mu = float(self.task_args.get("fedprox_mu") or 0.0)
-        anchor = [p.detach().clone() for p in params] if mu > 0 else []
+        mu = self.fedprox_mu
+        if mu > 0:
+            self.proximal_term(model)  # anchors every parameter before the first step
         ema = self.start_ema(model)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_enabled)
         clip = self.args.get("grad_clip")
@@ -513,8 +564,7 @@ class FLEnv:
                 loss = criterion(model(x), y)
             total = loss.float()
             if mu > 0:
-                prox = sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
-                total = total + 0.5 * mu * prox
+                total = total + self.proximal_term(model)
             scaler.scale(total).backward()
             if clip:
                 scaler.unscale_(optimizer)
@@ -608,6 +658,13 @@ class GenericClientExecutor:
         train_fn = getattr(model_def, config.get("train_fn", "fl_train_model"))
         out = train_fn(model, env, env.out_dir, self.logger)
         train_s = time.perf_counter() - started
+        if env.fedprox_mu > 0 and not env.proximal_used:
+            self.logger.warning(
+                "FedProx job (mu=%g) but %s never called env.proximal_term(model) (env.fit "
+                "does): this site trained without the proximal term, i.e. plain FedAvg",
+                env.fedprox_mu,
+                config.get("train_fn", "fl_train_model"),
+            )
         if isinstance(out, dict):
             samples = int(out["samples"])
             metrics.update({k: _scalar(v) for k, v in (out.get("metrics") or {}).items()})

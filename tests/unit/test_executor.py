@@ -252,13 +252,13 @@ class LeftHalf(nn.Module):
     """Scores depend on where the mass sits along the last axis: not mirror-invariant."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        left = x[..., : x.shape[-1] // 2].sum(dim=(1, 2))
-        right = x[..., x.shape[-1] // 2 :].sum(dim=(1, 2))
+        left = x[..., : x.shape[-1] // 2].flatten(1).sum(dim=1)
+        right = x[..., x.shape[-1] // 2 :].flatten(1).sum(dim=1)
         return torch.stack([left, right], dim=1)
 
 
 def test_tta_hflip_averages_logits_with_the_mirrored_input(tmp_path: Path) -> None:
-    x = torch.zeros(4, 2, 4)
+    x = torch.zeros(4, 1, 2, 4)  # images: (N, C, H, W)
     x[..., 0] = 1.0  # all mass on the left
     data = torch.utils.data.TensorDataset(x, torch.zeros(4, dtype=torch.int64))
     plain = make_env(tmp_path, tta_hflip=False).evaluate(LeftHalf(), data)
@@ -496,3 +496,72 @@ def test_state_saved_by_another_run_is_ignored_not_resumed(tmp_path: Path) -> No
     assert optimizer.state_dict()["state"] == {}
     new.save_optimizer_state(optimizer)
     assert torch.load(new.optimizer_state_path, weights_only=True)["run_id"] == "new"
+
+
+def test_tta_hflip_refuses_input_that_is_not_an_image(tmp_path: Path) -> None:
+    rows = torch.utils.data.TensorDataset(torch.randn(4, 6), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"tta_hflip mirrors images .* got \(4, 6\)"):
+        make_env(tmp_path, tta_hflip=True).evaluate(nn.Linear(6, 2), rows)
+
+
+def test_proximal_term_in_a_custom_loop_equals_what_fit_does(tmp_path: Path) -> None:
+    # Prepare: the same data, start and mu; one model through env.fit, one through a hand loop
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+    start = {k: v.clone() for k, v in nn.Linear(3, 2).state_dict().items()}
+    settings = {
+        "optimizer": "sgd",
+        "momentum": 0.0,
+        "lr": 0.5,
+        "warmup_steps": 0,
+        "lr_schedule": "constant",
+        "batch_size": 8,
+        "local_steps": 3,
+        "persist_optimizer_state": False,
+    }
+    fitted = nn.Linear(3, 2)
+    fitted.load_state_dict(start)
+    make_env(tmp_path / "fit", task_args={"fedprox_mu": 5.0}, **settings).fit(fitted, data)
+    # Execute: a custom loop adds the term in one call
+    custom = nn.Linear(3, 2)
+    custom.load_state_dict(start)
+    env = make_env(tmp_path / "custom", task_args={"fedprox_mu": 5.0}, **settings)
+    env.global_state = start
+    opt = torch.optim.SGD(custom.parameters(), lr=0.5)
+    x, y = data.tensors
+    for _ in range(3):
+        loss = nn.functional.cross_entropy(custom(x), y) + env.proximal_term(custom)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # Assert
+    for key, value in fitted.state_dict().items():
+        assert torch.allclose(custom.state_dict()[key], value, atol=1e-6), key
+    assert env.proximal_used
+
+
+def test_proximal_term_is_zero_when_the_job_is_not_fedprox(tmp_path: Path) -> None:
+    term = make_env(tmp_path).proximal_term(nn.Linear(3, 2))
+    assert float(term) == 0.0
+
+
+PLAIN_LOOP_SUFFIX = """
+
+def fl_train_model(model, env, out_dir, logger):
+    return {"samples": 1, "metrics": {}}
+"""
+
+
+@pytest.mark.parametrize(("suffix", "warns"), [(PLAIN_LOOP_SUFFIX, True), ("", False)])
+def test_a_fedprox_round_whose_train_fn_skips_the_term_warns_in_the_site_log(
+    tmp_path: Path, suffix: str, warns: bool
+) -> None:
+    job_dir = render_digits(tmp_path, suffix, local_steps=2)
+    weights = tmp_path / "global.safetensors"
+    initial_weights(weights)
+    task = {**make_task(tmp_path, job_dir, 0, weights), "task_args": {"fedprox_mu": 0.1}}
+
+    run = run_executor(tmp_path, job_dir, task)
+
+    assert run.returncode == 0, run.stderr
+    assert ("never called env.proximal_term(model)" in run.stdout) is warns
