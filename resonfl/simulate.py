@@ -1,26 +1,30 @@
 """Local simulator: run a job folder on one machine, no server, same files as the platform.
 
 Every site's rounds run in a child process of their own (one per site, kept across the rounds:
-`resonfl.runner.SessionPool`) through the same sandboxed runner the site workers use; aggregation uses the same `resonfl.fl` classes as the server; the workspace gets
-the server's layout (``files_out/GLOBAL_MODEL*.pt``, ``model_out/checkpoint.pt``).
+`resonfl.runner.SessionPool`) through the same sandboxed runner the site workers use. Each
+round is the FL core's one round loop (`resonfl.fl.rounds.fold_round`), as on the server:
+updates are folded as the sites finish, the job's persistor writes the server's layout
+(``files_out/GLOBAL_MODEL*.pt``, ``model_out/checkpoint.pt``) and the aggregator's state is
+saved after each round under ``server_state/``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resonfl.fl.base import InvalidUpdateError, weighted_metrics
-from resonfl.fl.shareable import FullModelShareableGenerator, read_parameter_names
+from resonfl.fl.rounds import AggregatorStateStore, RoundTooSmallError, SiteUpdate, fold_round
+from resonfl.fl.shareable import load_weights, read_parameter_names, save_weights
 from resonfl.job import Job, JobValidationError
 from resonfl.runner import (
     SandboxError,
@@ -109,14 +113,13 @@ def simulate(
     workflow = job.build_workflow()
     aggregator = job.build_aggregator()
     persistor = PTFileModelPersistor(ws)
-    generator = FullModelShareableGenerator()
 
     global_path = ws / "global" / "round_0.safetensors"
     try:
         init_global_weights(job_dir, global_path, ws / "init", timeout)
     except SandboxError as exc:
         raise SimulationError(f"initial model: {exc}\n{exc.log[-2000:]}") from None
-    weights = generator.load(global_path)
+    weights = load_weights(global_path)
     aggregator.bind_model(read_parameter_names(global_path))  # FedOpt: parameters vs buffers
 
     workers = parallel or max(1, min(len(site_names), os.cpu_count() or 1))
@@ -127,6 +130,7 @@ def simulate(
     pool = WarmPool(size=workers)
     pool.fill(env_extra)
     sessions = SessionPool(pool)  # one job process per site, kept across the rounds
+    state = AggregatorStateStore(ws / "server_state")
     try:
         for rnd in range(rounds):
             started = time.monotonic()
@@ -148,39 +152,34 @@ def simulate(
                     session=sessions.session(site, env_extra),
                 )
 
-            outcomes = _run_all(chosen, train, workers)
-            aggregator.reset(weights, rnd)
-            done: dict[str, SiteRoundResult] = {}
-            failed: dict[str, str] = {}
-            for site, outcome in outcomes.items():
-                _save_site_log(ws, site, rnd, outcome)
-                if isinstance(outcome, SandboxError):
-                    failed[site] = str(outcome)
-                    continue
-                try:
-                    aggregator.accept(site, generator.load(outcome.weights_path), outcome.samples)
-                except InvalidUpdateError as exc:  # NaN weights, wrong shapes: that site failed
-                    failed[site] = f"update rejected: {exc}"
-                    continue
-                done[site] = outcome
-            needed = workflow.min_results(rnd, site_names)
-            if len(done) < needed:
-                detail = "; ".join(f"{s}: {m}" for s, m in failed.items())
-                raise SimulationError(
-                    f"round {rnd}: {len(done)} of {needed} required sites finished. {detail}"
+            train_s: dict[str, float] = {}
+            try:
+                outcome = fold_round(
+                    aggregator,
+                    weights,
+                    rnd,
+                    _as_they_finish(ws, rnd, chosen, train, workers, train_s),
+                    needed=workflow.min_results(rnd, site_names),
+                    persistor=persistor,
+                    state=state,
+                    final=rnd + 1 == rounds,
                 )
-            weights = aggregator.aggregate()
-            persistor.save_round(weights, rnd)
+            except RoundTooSmallError as exc:
+                raise SimulationError(
+                    f"round {rnd}: {exc.accepted} of {exc.needed} required sites finished. "
+                    + "; ".join(f"{s}: {m}" for s, m in exc.refused.items())
+                ) from None
+            weights = outcome.weights
             global_path = ws / "global" / f"round_{rnd + 1}.safetensors"
-            generator.save(weights, global_path)
+            save_weights(weights, global_path)
             summary = RoundSummary(
                 round=rnd,
                 sites=chosen,
-                metrics=weighted_metrics((r.metrics, r.samples) for r in done.values()),
-                site_metrics={s: r.metrics for s, r in done.items()},
-                samples={s: r.samples for s, r in done.items()},
-                failed=failed,
-                train_s=max((r.train_s for r in done.values()), default=0.0),
+                metrics=outcome.metrics,
+                site_metrics=outcome.site_metrics,
+                samples=outcome.samples,
+                failed=outcome.refused,
+                train_s=max((train_s[s] for s in outcome.accepted), default=0.0),
                 wall_s=time.monotonic() - started,
             )
             result.rounds.append(summary)
@@ -192,7 +191,6 @@ def simulate(
         pool.close()
         if bar is not None:
             bar.close()
-    persistor.save_final(weights)
     (ws / "rounds.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
     _write_run(ws, run_id, job_dir, "finished")
     return result
@@ -201,7 +199,8 @@ def simulate(
 # What a simulator run writes into its workspace: a new run removes exactly these, nothing else.
 RUN_FILE = "run.json"
 RUN_ENTRIES = frozenset(
-    {RUN_FILE, "rounds.json", "files_out", "model_out", "sites", "logs", "global", "init"}
+    {RUN_FILE, "rounds.json", "files_out", "model_out", "sites", "logs", "global", "init",
+     "server_state"}
 )
 
 
@@ -269,18 +268,33 @@ def _pick_sites(job: Job, sites: int | list[str] | None) -> list[str]:
     return list(sites)
 
 
-def _run_all(
-    sites: list[str], train: Callable[[str], SiteRoundResult], workers: int
-) -> dict[str, SiteRoundResult | SandboxError]:
-    out: dict[str, SiteRoundResult | SandboxError] = {}
+def _as_they_finish(
+    ws: Path,
+    rnd: int,
+    sites: list[str],
+    train: Callable[[str], SiteRoundResult],
+    workers: int,
+    train_s: dict[str, float],
+) -> Iterator[SiteUpdate]:
+    """Train the sites concurrently and yield each one's update the moment it finishes."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {site: pool.submit(train, site) for site in sites}
-        for site, fut in futures.items():
+        futures = {pool.submit(train, site): site for site in sites}
+        for fut in as_completed(futures):
+            site = futures[fut]
             try:
-                out[site] = fut.result()
+                done = fut.result()
             except SandboxError as exc:
-                out[site] = exc
-    return out
+                _save_site_log(ws, site, rnd, exc)
+                yield SiteUpdate.failed(site, str(exc))
+                continue
+            _save_site_log(ws, site, rnd, done)
+            train_s[site] = done.train_s
+            yield SiteUpdate(
+                site=site,
+                samples=done.samples,
+                metrics=done.metrics,
+                load=functools.partial(load_weights, done.weights_path),
+            )
 
 
 def _save_site_log(ws: Path, site: str, rnd: int, outcome: SiteRoundResult | SandboxError) -> None:

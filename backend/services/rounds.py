@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, Executable, select, update
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +45,9 @@ from backend.models import (
 )
 from backend.services.dispatch import Dispatcher
 from backend.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from resonfl.fl.rounds import SiteUpdate
 
 log = logging.getLogger("resonfl.rounds")
 
@@ -237,9 +240,10 @@ def _aggregate_claimed(
     session: Session, store: ArtifactStore, job: Job, round_num: int, began: float
 ) -> list[str]:
     """Fold the round's updates, persist, then open the next round or finish; commits once."""
-    from resonfl.fl.base import InvalidUpdateError, dump_state, load_state, weighted_metrics
-    from resonfl.fl.shareable import FullModelShareableGenerator as Gen
-    from resonfl.fl.shareable import read_parameter_names, sha256_file
+    # torch-backed FL core: imported here so the API process (which imports this module)
+    # never loads torch; only the aggregator runs this
+    from resonfl.fl.rounds import AggregatorStateStore, RoundTooSmallError, fold_round
+    from resonfl.fl.shareable import load_weights, read_parameter_names, save_weights
     from resonfl.templates.custom_persistor import PTFileModelPersistor
 
     spec = _load_spec(store, job.id)
@@ -247,58 +251,42 @@ def _aggregate_claimed(
     global_path = _verified(store, rnd.weights_key, rnd.weights_sha256, "global weights")
     aggregator = spec.job.build_aggregator()
     # Round 0's weights (built in the sandbox) name the parameters; later rounds get them back
-    # from the aggregator state saved with round r-1.
+    # from the aggregator state saved with round r-1 (fold_round restores it first).
     aggregator.bind_model(read_parameter_names(global_path))
-    aggregator.reset(Gen.load(global_path), round_num)
-    state_dir = store.workspace(job.id) / STATE_DIR
-    previous_state = state_dir / f"aggregator_round_{round_num - 1}.safetensors"
-    if round_num > 0 and previous_state.is_file():
-        aggregator.load_state_dict(load_state(previous_state.read_bytes()))
-
     results = _results(session, job.id, round_num)
-    accepted: list[SiteResult] = []
     for res in results:
         if res.status in PENDING_RESULT:
             res.status = ResultStatus.FAILED
             res.error = res.error or "no result when the round was aggregated (deadline passed)"
-            continue
-        if res.status != ResultStatus.DONE:
-            continue
-        try:
-            if not res.artifact_key or not res.samples:
-                raise InvalidUpdateError("no weights or zero samples in the upload")
-            path = store.path(res.artifact_key)
-            if not path.is_file() or sha256_file(path) != res.sha256:
-                raise InvalidUpdateError("uploaded weights do not match their sha256")
-            aggregator.accept(res.site, Gen.load(path), int(res.samples))
-            accepted.append(res)
-        except (InvalidUpdateError, OSError, ValueError) as exc:
-            res.status = ResultStatus.FAILED
-            res.error = f"update refused: {exc}"
-    needed = spec.workflow.min_results(round_num, list(job.sites))
-    if len(accepted) < needed:
+    done = {r.site: r for r in results if r.status == ResultStatus.DONE}
+    last = round_num + 1 >= spec.num_rounds
+    persistor = PTFileModelPersistor(store.workspace(job.id))
+    try:
+        outcome = fold_round(
+            aggregator,
+            load_weights(global_path),
+            round_num,
+            (_site_update(store, res) for res in done.values()),
+            needed=spec.workflow.min_results(round_num, list(job.sites)),
+            persistor=persistor,
+            state=AggregatorStateStore(store.workspace(job.id) / STATE_DIR),
+            final=last,
+        )
+    except RoundTooSmallError as exc:
+        _mark_refused(done, exc.refused)
         errors = "; ".join(f"{r.site}: {r.error}" for r in results if r.error)
         raise RoundError(
-            f"round {round_num}: {len(accepted)} usable result(s), {needed} needed "
+            f"round {round_num}: {exc.accepted} usable result(s), {exc.needed} needed "
             f"(min_clients). {errors}".strip()
-        )
-
-    weights = aggregator.aggregate()
-    persistor = PTFileModelPersistor(store.workspace(job.id))
-    persistor.save_round(weights, round_num)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    state_file = state_dir / f"aggregator_round_{round_num}.safetensors"
-    tmp = state_file.with_name(state_file.name + ".tmp")
-    tmp.write_bytes(dump_state(aggregator.state_dict()))
-    tmp.replace(state_file)
-
-    metrics = weighted_metrics((r.metrics or {}, int(r.samples or 0)) for r in accepted)
+        ) from None
+    _mark_refused(done, outcome.refused)
+    accepted = [done[s] for s in outcome.accepted]
+    metrics = outcome.metrics
+    weights = outcome.weights
     rnd.timings = _timings(rnd, accepted, metrics, began)
     rnd.status = RoundStatus.DONE
     rnd.aggregated_at = utcnow()
-    last = round_num + 1 >= spec.num_rounds
     if last:
-        persistor.save_final(weights)
         job.status = JobStatus.FINISHED
         job.finished_at = utcnow()
         session.commit()
@@ -306,10 +294,34 @@ def _aggregate_claimed(
     scratch = store.scratch_dir()
     try:
         out = scratch / "global.safetensors"
-        Gen.save(weights, out)
+        save_weights(weights, out)
         return _open_round(session, store, job, spec, round_num + 1, out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _site_update(store: ArtifactStore, res: SiteResult) -> SiteUpdate:
+    """A done result as the round loop sees it: its upload is read (and checked) when folded."""
+    # torch-backed, see _aggregate_claimed
+    from resonfl.fl.base import InvalidUpdateError
+    from resonfl.fl.rounds import SiteUpdate
+    from resonfl.fl.shareable import load_weights, sha256_file
+
+    def load() -> dict[str, Any]:
+        path = store.path(res.artifact_key) if res.artifact_key else None
+        if path is None or not path.is_file() or sha256_file(path) != res.sha256:
+            raise InvalidUpdateError("uploaded weights do not match their sha256")
+        return load_weights(path)
+
+    return SiteUpdate(
+        site=res.site, samples=int(res.samples or 0), metrics=res.metrics or {}, load=load
+    )
+
+
+def _mark_refused(done: dict[str, SiteResult], refused: dict[str, str]) -> None:
+    for site, reason in refused.items():
+        done[site].status = ResultStatus.FAILED
+        done[site].error = reason
 
 
 def _timings(
@@ -581,7 +593,7 @@ def _open_round(
 
 
 def _verified(store: ArtifactStore, key: str | None, sha256: str | None, what: str) -> Path:
-    from resonfl.fl.shareable import sha256_file
+    from resonfl.fl.shareable import sha256_file  # torch-backed module, see _aggregate_claimed
 
     if not key or not sha256:
         raise RoundError(f"{what}: no artifact recorded")

@@ -2,12 +2,14 @@
 
 Each site's round goes through the job's own ``custom_client_executor.run_task`` (the same
 code the child process runs: task JSON fields, weights files in and out, result file), but
-in this process, so a 20-round, 4-site run costs no interpreter start-ups. It has no sandbox,
-time limit or files_out layout: use `resonfl.simulate` for a real local run.
+in this process, so a 20-round, 4-site run costs no interpreter start-ups. The rounds are the
+FL core's one loop (`resonfl.fl.rounds.fold_round`), as in the simulator and on the platform.
+It has no sandbox, time limit or files_out layout: use `resonfl.simulate` for a real local run.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import sys
@@ -18,7 +20,8 @@ from typing import Any
 
 import torch
 
-from resonfl.fl.fedavg import fedavg
+from resonfl.fl.rounds import SiteUpdate, fold_round
+from resonfl.fl.shareable import load_weights, save_weights
 from resonfl.job import EXECUTOR, Job
 
 StateDict = dict[str, torch.Tensor]
@@ -43,7 +46,7 @@ def load_executor(job_dir: Path) -> ModuleType:
     return module
 
 
-def initial_state(job: Job, job_dir: Path, seed: int) -> StateDict:
+def build_model(job: Job, job_dir: Path, seed: int) -> torch.nn.Module:
     """A fresh model from the job's model_def.py, initialized under `seed`."""
     path = Path(job_dir) / "model_def.py"
     spec = importlib.util.spec_from_file_location("model_def", path)
@@ -52,18 +55,13 @@ def initial_state(job: Job, job_dir: Path, seed: int) -> StateDict:
     sys.modules["model_def"] = module
     spec.loader.exec_module(module)
     torch.manual_seed(seed)
-    model = getattr(module, job.model.class_name)(**job.model.args)
+    return getattr(module, job.model.class_name)(**job.model.args)  # type: ignore[no-any-return]
+
+
+def initial_state(job: Job, job_dir: Path, seed: int) -> StateDict:
+    """The state dict of a fresh model (see `build_model`)."""
+    model = build_model(job, job_dir, seed)
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-
-
-def weighted_metrics(results: list[dict[str, Any]]) -> dict[str, float]:
-    total = sum(int(r["samples"]) for r in results)
-    keys = set.intersection(*(set(r["metrics"]) for r in results))
-    return {
-        k: sum(float(r["metrics"][k]) * int(r["samples"]) for r in results) / total
-        for k in sorted(keys)
-        if all(isinstance(r["metrics"][k], int | float) for r in results)
-    }
 
 
 def run_in_process(
@@ -73,41 +71,80 @@ def run_in_process(
     task_args: dict[str, Any] | None = None,
     init_state: StateDict | None = None,
 ) -> InProcessRun:
-    """Run every round of a rendered job with FedAvg; return the final global weights."""
+    """Run every round of a rendered job (its workflow and aggregator); return the final weights.
+
+    Each round is the FL core's loop (`resonfl.fl.rounds.fold_round`) with no persistor: a site
+    trains when the loop asks for its update, so updates are folded one at a time.
+    """
     job_dir = Path(job_dir).resolve()
     work = Path(workspace).resolve()
     job = Job.load(job_dir)
     executor = load_executor(job_dir)
     rounds = num_rounds or job.federation.num_rounds
-    state = init_state or initial_state(job, job_dir, job.training.seed)
+    job.federation.num_rounds = rounds
+    workflow = job.build_workflow()
+    aggregator = job.build_aggregator()
+    model = build_model(job, job_dir, job.training.seed)
+    aggregator.bind_model(model)  # FedOpt: parameters vs buffers
+    state = init_state or {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     run = InProcessRun(state=state)
     logger = executor.make_logger("inprocess")
     logger.setLevel("WARNING")
+    sites = list(job.federation.sites)
     for rnd in range(rounds):
         global_path = work / "global" / f"round_{rnd}.safetensors"
-        executor.save_weights(run.state, global_path)
-        updates, results = [], []
-        for site in job.federation.sites:
-            site_dir = work / "sites" / site
-            task: dict[str, Any] = {
-                "job_dir": str(job_dir),
-                "site": site,
-                "round": rnd,
-                "num_rounds": rounds,
-                "weights_in": str(global_path),
-                "weights_out": str(site_dir / f"round_{rnd}.safetensors"),
-                "result_out": str(site_dir / f"round_{rnd}.json"),
-                "out_dir": str(site_dir / "out"),
-                "data_root": str(job_dir / "shards" / site),
-                "state_dir": str(site_dir / "state"),
-                "task_args": dict(task_args or {}),
-            }
-            result = executor.run_task(task, logger)
-            if "error" in result:
-                raise RuntimeError(f"{site} round {rnd}: {result['error']}")
-            written = json.loads(Path(task["result_out"]).read_text(encoding="utf-8"))
-            updates.append((executor.load_weights(task["weights_out"]), int(written["samples"])))
-            results.append(written)
-        run.state = fedavg(updates)
-        run.rounds.append({"round": rnd, **weighted_metrics(results)})
+        save_weights(run.state, global_path)
+        args = {**aggregator.client_args(), **(task_args or {})}
+        updates = (
+            _train(executor, logger, job_dir, work, site, rnd, rounds, global_path, args)
+            for site in workflow.sites_for_round(rnd, sites)
+        )
+        outcome = fold_round(
+            aggregator, run.state, rnd, updates, needed=workflow.min_results(rnd, sites)
+        )
+        run.state = outcome.weights
+        run.rounds.append({"round": rnd, **outcome.metrics})
     return run
+
+
+def _train(
+    executor: ModuleType,
+    logger: Any,
+    job_dir: Path,
+    work: Path,
+    site: str,
+    rnd: int,
+    rounds: int,
+    global_path: Path,
+    task_args: dict[str, Any],
+) -> SiteUpdate:
+    """One site's round through the executor's own ``run_task``, as the child process runs it."""
+    site_dir = work / "sites" / site
+    task: dict[str, Any] = {
+        "job_dir": str(job_dir),
+        "site": site,
+        "round": rnd,
+        "num_rounds": rounds,
+        "weights_in": str(global_path),
+        "weights_out": str(site_dir / f"round_{rnd}.safetensors"),
+        "result_out": str(site_dir / f"round_{rnd}.json"),
+        "out_dir": str(site_dir / "out"),
+        "data_root": str(job_dir / "shards" / site),
+        "state_dir": str(site_dir / "state"),
+        "task_args": dict(task_args),
+    }
+    result = executor.run_task(task, logger)
+    if "error" in result:
+        raise RuntimeError(f"{site} round {rnd}: {result['error']}")
+    written = json.loads(Path(task["result_out"]).read_text(encoding="utf-8"))
+    metrics = {
+        k: float(v)
+        for k, v in written.get("metrics", {}).items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    return SiteUpdate(
+        site=site,
+        samples=int(written["samples"]),
+        metrics=metrics,
+        load=functools.partial(load_weights, task["weights_out"]),
+    )
