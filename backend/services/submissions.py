@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.models import Artifact, Job, JobStatus, User
+from backend.models import Artifact, Job, JobStatus, Site, User
 from backend.schemas.common import UnsafeJSON, clean_json
 from backend.services.archives import safe_extract, tree, write_zip, zip_names
 from backend.services.dispatch import Dispatcher
@@ -67,6 +68,7 @@ def create_job(
     try:
         folder = _assemble(staging, submission, max_bytes)
         spec = _validate(folder)
+        _check_sites_registered(session, spec)
         job = _persist(session, store, owner, folder, spec)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -193,6 +195,22 @@ def _validate(folder: Path) -> JobSpec:
     if spec.model_checkpoint is not None:
         check_checkpoint(Path(spec.model_checkpoint))
     return spec
+
+
+def _check_sites_registered(session: Session, spec: JobSpec) -> None:
+    """A job naming a site this server does not know would fail a moment after a 201:
+    refuse it now, naming the unknown sites (and the known ones, to fix the typo)."""
+    wanted = list(spec.federation.sites)
+    known = set(session.scalars(select(Site.name).where(Site.name.in_(wanted))))
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        registered = sorted(session.scalars(select(Site.name)))
+        raise InvalidSubmission(
+            META,
+            "sites",
+            f"sites not registered on this server: {', '.join(unknown)} "
+            f"(registered: {', '.join(registered) or 'none'})",
+        )
 
 
 def check_checkpoint(path: Path) -> None:

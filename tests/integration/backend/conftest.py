@@ -55,6 +55,9 @@ def dispatcher() -> RecordingDispatcher:
 @pytest.fixture
 def app(settings: Settings, dispatcher: RecordingDispatcher) -> Iterator[Any]:
     application = create_app(settings, dispatcher)
+    with application.state.session_factory() as db:
+        for site in ("site-1", "site-2"):  # the sites job_spec names: jobs must name known sites
+            accounts.register_site(db, site)
     yield application
     application.state.engine.dispose()
 
@@ -95,12 +98,12 @@ def other_token(client: TestClient, admin_token: str) -> str:
 
 
 @pytest.fixture
-def site_tokens(client: TestClient, admin_token: str) -> dict[str, str]:
-    tokens = {}
-    for name in ("site-1", "site-2", "site-3"):
-        response = client.post("/api/v1/sites", json={"name": name}, headers=auth(admin_token))
-        assert response.status_code == 201, response.text
-        tokens[name] = response.json()["token"]
+def site_tokens(client: TestClient, admin_token: str, session: Session) -> dict[str, str]:
+    """Tokens of site-1 and site-2 (registered with the app) and of site-3, added by the API."""
+    tokens = {name: accounts.rotate_site_token(session, name) for name in ("site-1", "site-2")}
+    response = client.post("/api/v1/sites", json={"name": "site-3"}, headers=auth(admin_token))
+    assert response.status_code == 201, response.text
+    tokens["site-3"] = response.json()["token"]
     return tokens
 
 

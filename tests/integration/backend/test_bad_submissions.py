@@ -164,3 +164,17 @@ def test_a_file_that_is_not_a_zip_is_refused(
 ) -> None:
     detail = _detail(submit_zip(client, user_token, b"plain text"))
     assert detail == {"file": "job_zip", "field": "", "message": "not a zip file"}
+
+
+def test_a_job_naming_unknown_sites_is_refused_naming_them(
+    client: TestClient, tmp_path: Path, user_token: str, assert_nothing_left: None
+) -> None:
+    spec = job_spec(tmp_path, shards=False)
+    spec.federation.sites = ["site-1", "site-9", "lab-x"]
+    response = submit_zip(client, user_token, zip_folder(spec.render(tmp_path / "job")))
+
+    assert response.status_code == 422
+    detail = _detail(response)
+    assert (detail["file"], detail["field"]) == ("meta.json", "sites")
+    assert "not registered on this server: site-9, lab-x" in detail["message"]
+    assert "registered: site-1, site-2" in detail["message"]

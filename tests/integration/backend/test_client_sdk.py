@@ -82,3 +82,15 @@ def test_a_bad_token_raises_api_error(server_url: str) -> None:
     with pytest.raises(ApiError) as caught:
         Client(server_url, "rfl_u_wrong").list_jobs()
     assert caught.value.status == 401
+
+
+def test_the_sdk_sees_unknown_sites_refused_at_submit(
+    server_url: str, tmp_path: Path, user_token: str
+) -> None:
+    spec = job_spec(tmp_path, shards=False)
+    spec.federation.sites = ["site-1", "site-7"]
+    with pytest.raises(ApiError) as caught:
+        Client(server_url, user_token).submit(spec)
+    assert caught.value.status == 422
+    assert "site-7" in caught.value.detail["message"]
+    assert Client(server_url, user_token).list_jobs() == []
