@@ -60,10 +60,10 @@ def test_sign_in_to_downloaded_checkpoint(
     assert "greater than 0" in _error_beside(page, "lr")
     page.get_by_label("Learning rate").fill("0.003")
     page.get_by_label("Local steps per round").fill("15")
-    page.get_by_label("EMA decay").fill("0.999")
+    page.get_by_label("EMA decay", exact=True).fill("0.999")
     page.locator("#guidance").get_by_text("The EMA trap").wait_for()
     assert "0.999^15" in page.locator("#guidance").inner_text()
-    page.get_by_label("EMA decay").fill("")
+    page.get_by_label("EMA decay", exact=True).fill("")
     page.screenshot(path=screenshots / "03-wizard-training.png", full_page=True)
     _next(page)
 
