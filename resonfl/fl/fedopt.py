@@ -58,8 +58,8 @@ class FedOptArgs(BaseModel):
 
 
 class FedAdamArgs(FedOptArgs):
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.99, ge=0, lt=1)
+    beta1: float = Field(default=0.9, ge=0, lt=1, description="Decay of the first moment m.")
+    beta2: float = Field(default=0.99, ge=0, lt=1, description="Decay of the second moment v.")
     tau: float = Field(default=1e-3, gt=0, description="Adaptivity (epsilon); v starts at tau^2.")
 
 

@@ -28,7 +28,10 @@ class HierarchicalArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     groups: dict[str, list[str]] = Field(min_length=1, description="Group name -> its sites.")
-    group_weighting: Literal["samples", "equal"] = "samples"
+    group_weighting: Literal["samples", "equal"] = Field(
+        default="samples",
+        description="samples: each group weighs its samples (= flat FedAvg); equal: one vote each.",
+    )
 
     @model_validator(mode="after")
     def _each_site_in_one_group(self) -> HierarchicalArgs:

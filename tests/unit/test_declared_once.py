@@ -86,6 +86,17 @@ def test_an_algorithm_form_at_its_defaults_gives_its_args_defaults(key: str) -> 
     assert args == algorithm.args().model_dump(mode="json")
 
 
+def test_every_wizard_algorithm_setting_is_described() -> None:
+    """The description is the input's help and the setting's reference: never empty."""
+    bare = [
+        f"{a.args.__name__}.{name}"
+        for a in algorithms.algorithms().values()
+        for name, info in a.args.model_fields.items()
+        if not (info.description or "").strip()
+    ]
+    assert not bare, f"give these Args fields a description: {bare}"
+
+
 def test_an_algorithm_form_refuses_a_bad_value_beside_its_input() -> None:
     fedprox = algorithms.algorithms()["fedprox"]
     args, errors = fedprox.parse({"fedprox__mu": "-1"}, ["site-1"])
