@@ -113,7 +113,108 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     info = _client(args).status(args.job_id)
-    print(json.dumps(info, indent=2, default=str))
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        print(status_summary(info))
+    return 0
+
+
+SHOWN_METRICS = ("top1", "val_loss", "train_loss", "global_top1", "global_val_loss")
+
+
+def status_summary(job: dict[str, Any]) -> str:
+    """A job in a few lines: state, rounds done, each site's latest metrics, the error."""
+    rounds = job.get("rounds") or []
+    done = sum(1 for r in rounds if r.get("status") == "done")
+    lines = [f"job {job['id']} {job['name']!r}: {job['status']}, round {done}/{job['num_rounds']}"]
+    last_done: dict[str, dict[str, Any]] = {}
+    last_any: dict[str, dict[str, Any]] = {}
+    for rnd in sorted(rounds, key=lambda r: r["number"]):
+        for res in rnd.get("results") or []:
+            entry = {**res, "round": rnd["number"]}
+            last_any[res["site"]] = entry
+            if res.get("status") == "done":
+                last_done[res["site"]] = entry
+    for site in job.get("sites") or []:
+        done_res, any_res = last_done.get(site), last_any.get(site)
+        parts = []
+        if done_res is not None:
+            metrics = done_res.get("metrics") or {}
+            shown = [k for k in SHOWN_METRICS if isinstance(metrics.get(k), int | float)]
+            text = " ".join(f"{k}={metrics[k]:.4g}" for k in shown) or "no metrics"
+            parts.append(f"round {done_res['round'] + 1} done: {text}")
+        if any_res is not None and any_res is not done_res:
+            error = f": {any_res['error']}" if any_res.get("error") else ""
+            parts.append(f"round {any_res['round'] + 1} {any_res['status']}{error}")
+        lines.append(f"  {site}: {'; '.join(parts) or 'no result yet'}")
+    if job.get("error"):
+        lines.append(f"error: {job['error']}")
+    return "\n".join(lines)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = _client(args).list_jobs()
+    if args.json:
+        print(json.dumps(jobs, indent=2, default=str))
+        return 0
+    if not jobs:
+        print("no jobs")
+        return 0
+    print(f"{'ID':>5}  {'STATUS':<10} {'ROUND':>7}  {'CREATED':<19}  NAME")
+    for job in jobs:
+        current = job.get("current_round")
+        where = f"{0 if current is None else current + 1}/{job['num_rounds']}"
+        created = str(job.get("created_at", ""))[:19].replace("T", " ")
+        print(f"{job['id']:>5}  {job['status']:<10} {where:>7}  {created:<19}  {job['name']}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    import time
+
+    client = _client(args)
+    shown: dict[tuple[str, int], int] = {}
+    while True:
+        for site, entries in sorted(client.logs(args.job_id, site=args.site).items()):
+            for entry in entries:
+                key = (site, int(entry["round"]))
+                text = entry.get("log") or ""
+                if key not in shown:
+                    print(f"===== {site} round {key[1] + 1} ({entry['status']}) =====")
+                    if entry.get("error"):
+                        print(f"error: {entry['error']}")
+                fresh = text[shown.get(key, 0) :]
+                if fresh:
+                    print(fresh, end="" if fresh.endswith("\n") else "\n")
+                shown[key] = len(text)
+        sys.stdout.flush()
+        if not args.follow or client.status(args.job_id)["status"] in TERMINAL_STATES:
+            return 0
+        time.sleep(args.poll)
+
+
+TERMINAL_STATES = ("finished", "failed", "cancelled")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    job = _client(args).cancel(args.job_id)
+    print(f"job {job['id']}: {job['status']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from resonfl.evaluate import EvaluationError, evaluate_checkpoint
+
+    try:
+        result = evaluate_checkpoint(args.job, args.checkpoint, args.data, args.timeout)
+    except EvaluationError as exc:
+        return _die(str(exc), 1)
+    if args.json:
+        print(json.dumps(result.metrics, indent=2))
+    else:
+        for key, value in result.metrics.items():
+            print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
     return 0
 
 
@@ -177,10 +278,39 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(p)
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("status", help="show a job's status, rounds and metrics")
+    p = sub.add_parser("status", help="a job's state, round x/y, last metrics per site, error")
     p.add_argument("job_id")
+    p.add_argument("--json", action="store_true", help="the whole job as JSON, for scripts")
     _client_flags(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("jobs", help="list your jobs")
+    p.add_argument("--json", action="store_true")
+    _client_flags(p)
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("logs", help="each site's job output, per round")
+    p.add_argument("job_id")
+    p.add_argument("--site", help="only this site")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
+    _client_flags(p)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job_id")
+    _client_flags(p)
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser(
+        "evaluate", help="evaluate a checkpoint on your own held-out data (the job's eval fn)"
+    )
+    p.add_argument("checkpoint", help="checkpoint.pt, GLOBAL_MODEL_round_N.pt or .safetensors")
+    p.add_argument("--job", required=True, help="the job folder the checkpoint belongs to")
+    p.add_argument("--data", required=True, help="folder your fl_evaluate_model reads (DATA_ROOT)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("download", help="download a job's final (or a round's) checkpoint")
     p.add_argument("job_id")

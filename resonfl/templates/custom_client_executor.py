@@ -9,6 +9,8 @@ numpy, safetensors only): a site worker runs it without the resonfl package inst
 The task JSON names the job folder, the site, the round, the global weights to load
 (``weights_in``) and where to write the update (``weights_out``) and the result
 (``result_out``: ``{"samples", "metrics", "train_s", "eval_s"}`` or ``{"error"}``).
+A task with ``"mode": "evaluate"`` (``resonfl evaluate``) only runs the eval function on
+``data_root`` and writes ``{"metrics", "eval_s"}``.
 The train function in model_def.py receives an `FLEnv`: the round's settings plus a helper
 kit (optimizer, continuous LR schedule, the whole standard loop in `FLEnv.fit`).
 
@@ -649,6 +651,8 @@ class GenericClientExecutor:
 
         started = time.perf_counter()
         eval_fn = getattr(model_def, config.get("eval_fn", "fl_evaluate_model"), None)
+        if task.get("mode") == "evaluate":
+            return self._evaluate_only(model, env, eval_fn, config)
         if callable(eval_fn):
             for key, value in (eval_fn(model, env, self.logger) or {}).items():
                 metrics[f"global_{key}"] = _scalar(value)
@@ -680,6 +684,23 @@ class GenericClientExecutor:
             samples,
             ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
         )
+        return result
+
+
+    def _evaluate_only(
+        self, model: nn.Module, env: FLEnv, eval_fn: Any, config: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``mode: evaluate`` (`resonfl evaluate`): the eval function on DATA_ROOT, no training."""
+        if not callable(eval_fn):
+            name = config.get("eval_fn", "fl_evaluate_model")
+            raise ValueError(
+                f"model_def.py defines no {name}(model, env, logger): evaluation needs one "
+                "(return e.g. env.evaluate(model, your_dataset))"
+            )
+        started = time.perf_counter()
+        metrics = {k: _scalar(v) for k, v in (eval_fn(model, env, self.logger) or {}).items()}
+        result = {"metrics": metrics, "eval_s": time.perf_counter() - started}
+        write_json(self.task["result_out"], result)
         return result
 
 

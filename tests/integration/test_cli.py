@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,23 @@ def test_init_then_simulate_writes_every_round_and_a_checkpoint_that_loads(tmp_p
     model = namespace[job.model.class_name](**job.model.args)  # type: ignore[operator]
     model.load_state_dict(load_state_dict_file(tmp_path / "J" / "workspace" / "model_out" / "checkpoint.pt"))
     assert isinstance(model, torch.nn.Module)
+
+    # the final checkpoint on held-out data, through the job's own eval function
+    checkpoint = "J/workspace/model_out/checkpoint.pt"
+    evaluated = resonfl("evaluate", checkpoint, "--job", "J", "--data", "J/shards/site-1", "--json", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    assert 0.0 <= metrics["top1"] <= 1.0 and metrics["val_loss"] > 0
+
+
+def test_evaluate_without_data_names_the_folder(tmp_path: Path) -> None:
+    assert resonfl("init", "--example", "tabular", "J", "--sites", "2", cwd=tmp_path).returncode == 0
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+
+    out = resonfl("evaluate", "ckpt.pt", "--job", "J", "--data", "nowhere", cwd=tmp_path)
+
+    assert out.returncode == 1
+    assert "nowhere not found" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_validate_names_the_file_and_field_of_a_broken_job(tmp_path: Path) -> None:
