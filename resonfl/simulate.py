@@ -114,22 +114,26 @@ def simulate(
     aggregator = job.build_aggregator()
     persistor = PTFileModelPersistor(ws)
 
+    workers = parallel or max(1, min(len(site_names), os.cpu_count() or 1))
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env_extra = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    # One job process per site for the whole run, all started now so that their Python and
+    # torch imports overlap the initial model's build; nothing refills the pool afterwards.
+    pool = WarmPool(size=len(site_names), refill=False)
+    pool.fill(env_extra, wait=False)
+    sessions = SessionPool(pool)  # one job process per site, kept across the rounds
     global_path = ws / "global" / "round_0.safetensors"
     try:
         init_global_weights(job_dir, global_path, ws / "init", timeout)
     except SandboxError as exc:
+        sessions.close()
+        pool.close()
         raise SimulationError(f"initial model: {exc}\n{exc.log[-2000:]}") from None
     weights = load_weights(global_path)
     aggregator.bind_model(read_parameter_names(global_path))  # FedOpt: parameters vs buffers
 
-    workers = parallel or max(1, min(len(site_names), os.cpu_count() or 1))
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    env_extra = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     bar = _progress_bar(rounds, progress)
     result = SimulationResult(ws, ws / "model_out" / "checkpoint.pt")
-    pool = WarmPool(size=workers)
-    pool.fill(env_extra)
-    sessions = SessionPool(pool)  # one job process per site, kept across the rounds
     state = AggregatorStateStore(ws / "server_state")
     try:
         for rnd in range(rounds):

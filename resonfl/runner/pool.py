@@ -25,10 +25,15 @@ class WarmPool:
     Processes are started by one long-lived thread of the pool: Linux ties the "die with
     parent" signal to the starting thread, and short-lived worker threads would take their
     pre-started processes down with them.
+
+    ``refill=False`` starts nothing after `fill`: for a caller that knows how many processes
+    it needs (the simulator: one per site, kept for the whole run), a replacement would only
+    burn a torch import.
     """
 
-    def __init__(self, size: int = 1) -> None:
+    def __init__(self, size: int = 1, refill: bool = True) -> None:
         self.size = size
+        self.refill = refill
         self._idle: dict[tuple[tuple[str, str], ...], list[subprocess.Popen[bytes]]] = {}
         self._lock = threading.Lock()
         self._requests: queue.Queue[tuple[Callable[[], None], threading.Event] | None] = (
@@ -92,7 +97,8 @@ class WarmPool:
     def take(
         self, env_extra: dict[str, str] | None, start: bool = False
     ) -> subprocess.Popen[bytes] | None:
-        """An idle pre-started process for this environment, or None; refills either way.
+        """An idle pre-started process for this environment, or None; refills either way
+        (unless the pool was made with ``refill=False``).
 
         With ``start``, a process is started now (on the pool's thread) when none is idle;
         it pays the whole start, but lives as long as the pool's thread (see above)."""
@@ -116,7 +122,8 @@ class WarmPool:
 
             self._on_thread(start_one, wait=True)
             proc = started[0] if started else None
-        self.fill(env_extra, wait=False)
+        if self.refill:
+            self.fill(env_extra, wait=False)
         return proc
 
     def close(self) -> None:

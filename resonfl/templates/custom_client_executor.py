@@ -26,6 +26,7 @@ default 1, duplicated before any round's log takes fd 1). EOF on stdin ends it.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import logging
@@ -734,6 +735,10 @@ def run_task_file(path: str | Path) -> int:
 def serve(ctl_fd: int = 1) -> int:
     """Run rounds of one job on one site, one request per stdin line, until EOF."""
     ctl = os.fdopen(os.dup(ctl_fd), "w", buffering=1, encoding="utf-8")
+    # Everything imported so far (torch, dynamo: about 300k objects) lives as long as the
+    # process: keep it out of the per-round gc.collect(), which otherwise scans it all again
+    # every round (about 0.1-0.2 s of CPU a round on a small CPU).
+    gc.freeze()
     own_environ = dict(os.environ)
     own_path = list(sys.path)
     own_modules = set(sys.modules)
@@ -785,8 +790,6 @@ def _serve_one(request: dict[str, Any], own_environ: dict[str, str], torch_seed:
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    import gc
-
     gc.collect()
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()

@@ -157,6 +157,22 @@ def test_a_pre_started_process_runs_the_task_with_the_same_isolation(
     assert seen["env"]["HOME"] == str(tmp_path / "w") and seen["env"]["CUDA_VISIBLE_DEVICES"] == "0"
 
 
+def test_a_pool_made_without_refill_starts_nothing_after_its_fill() -> None:
+    """The simulator's pool: one process per site, no replacement torch imports."""
+    with WarmPool(size=2, refill=False) as pool:
+        pool.fill()
+        taken = [pool.take(None), pool.take(None)]
+        assert all(p is not None and p.poll() is None for p in taken)
+        time.sleep(0.5)  # a refill would have been requested on the pool's thread by now
+        assert pool.take(None) is None  # nothing idle, and nothing was started behind our back
+        started = pool.take(None, start=True)  # but asking for one still starts one
+        assert started is not None
+        for proc in [*taken, started]:
+            assert proc is not None
+            proc.kill()
+            proc.wait()
+
+
 def test_a_pre_started_process_is_killed_at_the_time_limit(tmp_path: Path) -> None:
     script = tmp_path / "slow.py"
     script.write_text("import time\ntime.sleep(60)\n")
