@@ -260,6 +260,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic logs a "setup plugin ..." line per plugin when first imported: noise before
+    # the banner. Its warnings still show.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     data_dir = (args.data_dir or Path("resonfl-data")).resolve()
     platform = LocalPlatform(
         data_dir=data_dir,
