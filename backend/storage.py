@@ -27,6 +27,45 @@ class ArtifactTooLarge(Exception):
         self.limit = limit
 
 
+class ArtifactWriter:
+    """One artifact being written: `write` chunks (sha256 and size kept as they pass), then
+    `commit`. Used as a context manager, an uncommitted file is removed on exit."""
+
+    def __init__(self, tmp: Path, target: Path, key: str, max_bytes: int | None) -> None:
+        self.tmp, self.target, self.key, self.max_bytes = tmp, target, key, max_bytes
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self._out: BinaryIO | None = None
+
+    def __enter__(self) -> ArtifactWriter:
+        self._out = self.tmp.open("wb")
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        assert self._out is not None, "use ArtifactWriter as a context manager"
+        self.size += len(chunk)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise ArtifactTooLarge(self.max_bytes)
+        self.digest.update(chunk)
+        self._out.write(chunk)
+
+    def commit(self, durable: bool = True) -> tuple[str, str, int]:
+        """Close, (fsync,) rename into place; return (key, sha256, size)."""
+        assert self._out is not None
+        self._out.flush()
+        if durable:
+            os.fsync(self._out.fileno())
+        self._out.close()
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.tmp, self.target)
+        return self.key, self.digest.hexdigest(), self.size
+
+    def __exit__(self, *exc: object) -> None:
+        if self._out is not None and not self._out.closed:
+            self._out.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 class ArtifactStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir).resolve()
@@ -49,30 +88,26 @@ class ArtifactStore:
         return self.path(key).is_file()
 
     def put(
-        self, stream: BinaryIO | Iterable[bytes], max_bytes: int | None = None
+        self,
+        stream: BinaryIO | Iterable[bytes],
+        max_bytes: int | None = None,
+        durable: bool = True,
     ) -> tuple[str, str, int]:
-        """Store a stream (file object or iterable of chunks); return (key, sha256, size)."""
-        key = uuid.uuid4().hex
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp / f"{key}.part"
-        digest = hashlib.sha256()
-        size = 0
+        """Store a stream (file object or iterable of chunks); return (key, sha256, size).
+
+        `durable` fsyncs before the rename: for what must survive a power cut (the global
+        weights of a round). A site's update is re-sent if lost, so it skips the fsync."""
         chunks = iter(lambda: stream.read(CHUNK), b"") if hasattr(stream, "read") else stream
-        try:
-            with tmp.open("wb") as out:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise ArtifactTooLarge(max_bytes)
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return key, digest.hexdigest(), size
+        with self.writer(max_bytes) as out:
+            for chunk in chunks:
+                out.write(chunk)
+            return out.commit(durable=durable)
+
+    def writer(self, max_bytes: int | None = None) -> ArtifactWriter:
+        """An artifact written chunk by chunk (e.g. from a request body as it arrives), hashed
+        as it is written; `commit()` moves it into place, leaving without it removes it."""
+        key = uuid.uuid4().hex
+        return ArtifactWriter(self.tmp / f"{key}.part", self.path(key), key, max_bytes)
 
     def put_file(self, path: Path) -> tuple[str, str, int]:
         with path.open("rb") as fh:

@@ -17,9 +17,11 @@ from typing import Any, Self
 
 import httpx
 
+from resonfl.http import NO_RETRY, ApiClient, RetryPolicy
 from resonfl.job import SHARDS_DIR, Job
 
 API = "/api/v1"
+WAIT_RETRY = RetryPolicy(budget_s=60.0)
 TERMINAL = ("finished", "failed", "cancelled")
 
 
@@ -43,17 +45,14 @@ class JobFailed(RuntimeError):
         self.job = job
 
 
-class Client:
-    def __init__(self, url: str, token: str, timeout: float = 300.0) -> None:
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(
-            base_url=self.url + API,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
+class Client(ApiClient):
+    """The SDK client. Reads are retried per `retry` (default: none, so a CLI command against
+    a server that is down says so at once); `wait` rides out a restarting API."""
 
-    def close(self) -> None:
-        self.http.close()
+    def __init__(
+        self, url: str, token: str, timeout: float = 300.0, retry: RetryPolicy = NO_RETRY
+    ) -> None:
+        super().__init__(url, token, timeout_s=timeout, retry=retry)
 
     def __enter__(self) -> Self:
         return self
@@ -92,10 +91,10 @@ class Client:
 
     def status(self, job_id: int) -> dict[str, Any]:
         """The job with its rounds and each site's result (status, samples, metrics)."""
-        return dict(self._json(self.http.get(f"/jobs/{job_id}")))
+        return dict(self._json(self.request("GET", f"/jobs/{job_id}")))
 
     def list_jobs(self) -> list[dict[str, Any]]:
-        return list(self._json(self.http.get("/jobs"))["data"])
+        return list(self._json(self.request("GET", "/jobs"))["data"])
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         return dict(self._json(self.http.post(f"/jobs/{job_id}/cancel")))
@@ -103,10 +102,10 @@ class Client:
     def logs(self, job_id: int, site: str | None = None) -> dict[str, Any]:
         """{site: [{round, status, error, log}]}: each site's captured output per round."""
         params = {"site": site} if site else None
-        return dict(self._json(self.http.get(f"/jobs/{job_id}/logs", params=params))["sites"])
+        return dict(self._json(self.request("GET", f"/jobs/{job_id}/logs", params=params))["sites"])
 
     def sites(self) -> list[dict[str, Any]]:
-        return list(self._json(self.http.get("/sites"))["data"])
+        return list(self._json(self.request("GET", "/sites"))["data"])
 
     def wait(
         self,
@@ -134,7 +133,7 @@ class Client:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
                 time.sleep(poll_s)
-                job = self.status(job_id)
+                job = self._poll(job_id)
         finally:
             bar.close()
         if job["status"] != "finished":
@@ -172,6 +171,11 @@ class Client:
         return target
 
     # -- plumbing ----------------------------------------------------------------------------
+    def _poll(self, job_id: int) -> dict[str, Any]:
+        """`status` for `wait`: an API that restarts while a job runs is waited for."""
+        retry = self.retry if self.retry.budget_s > 0 else WAIT_RETRY
+        return dict(self._json(self.request("GET", f"/jobs/{job_id}", retry=retry)))
+
     @staticmethod
     def _json(response: httpx.Response) -> Any:
         if response.status_code >= 400:

@@ -26,11 +26,14 @@ from typing import Any
 
 import httpx
 
+from resonfl.http import NO_RETRY, ApiClient, RetryPolicy, raise_if_retryable
+from workers.client_state import begin_round
 from workers.settings import SiteWorkerSettings, parse_gpus
 
 log = logging.getLogger("resonfl.site")
 
-API_PREFIX = "/api/v1"
+# A round's requests ride out an API restart of up to about two minutes.
+ROUND_RETRY = RetryPolicy(budget_s=120.0)
 
 
 @dataclass
@@ -62,34 +65,39 @@ class SiteConfig:
         return [by_index.get(i, {"index": i, "name": "unknown"}) for i in self.gpus]
 
 
-class SiteAPI:
-    """The site endpoints of the API, authenticated with the site token."""
+class SiteAPI(ApiClient):
+    """The site endpoints of the API, authenticated with the site token.
 
-    def __init__(self, cfg: SiteConfig, timeout_s: float = 60.0) -> None:
+    Everything a round needs (job info, weights download, state reports, the upload) is
+    retried with backoff on connection errors (`resonfl.http`), so an API that restarts
+    mid-round costs the round a few seconds, not a re-dispatch; the heartbeat is not (the
+    next beat comes soon anyway)."""
+
+    def __init__(
+        self, cfg: SiteConfig, timeout_s: float = 60.0, retry: RetryPolicy = ROUND_RETRY
+    ) -> None:
+        super().__init__(cfg.api_url, cfg.token, timeout_s=timeout_s, retry=retry)
         self.cfg = cfg
-        self.http = httpx.Client(
-            base_url=cfg.api_url.rstrip("/") + API_PREFIX,
-            headers={"Authorization": f"Bearer {cfg.token}"},
-            timeout=timeout_s,
-        )
-
-    def close(self) -> None:
-        self.http.close()
 
     def heartbeat(self, status: str, gpus: list[dict[str, Any]]) -> None:
-        self.http.post("/site/status", json={"status": status, "gpus": gpus}).raise_for_status()
+        body = {"status": status, "gpus": gpus}
+        self.request("POST", "/site/status", json=body, retry=NO_RETRY).raise_for_status()
 
-    def job(self, job_id: int) -> dict[str, Any]:
-        resp = self.http.get(f"/site/jobs/{job_id}")
+    def job(self, job_id: int, retry: RetryPolicy | None = None) -> dict[str, Any]:
+        resp = self.request("GET", f"/site/jobs/{job_id}", retry=retry)
         resp.raise_for_status()
         return dict(resp.json())
 
     def download(self, path: str, target: Path) -> str:
-        """Stream a file to `target`; return its sha256."""
+        """Stream a file to `target`, hashing it on the way; return its sha256. A dropped
+        connection starts the download again."""
+        return self.call(lambda http: self._download(http, path, target), f"GET {path}")
+
+    def _download(self, http: httpx.Client, path: str, target: Path) -> str:
         digest = hashlib.sha256()
         tmp = target.with_name(target.name + ".part")
-        with self.http.stream("GET", path) as resp:
-            resp.raise_for_status()
+        with http.stream("GET", path) as resp:
+            raise_if_retryable(resp).raise_for_status()
             with tmp.open("wb") as out:
                 for chunk in resp.iter_bytes(1 << 20):
                     digest.update(chunk)
@@ -110,17 +118,31 @@ class SiteAPI:
         log_text: str | None = None,
     ) -> None:
         body = {"state": state, "error": error, "log": log_text}
-        resp = self.http.post(f"/site/jobs/{job_id}/rounds/{round_num}/state", json=body)
-        resp.raise_for_status()
+        path = f"/site/jobs/{job_id}/rounds/{round_num}/state"
+        self.request("POST", path, json=body).raise_for_status()
 
-    def upload(self, job_id: int, round_num: int, weights: Path, meta: dict[str, Any]) -> None:
-        with weights.open("rb") as fh:
-            resp = self.http.post(
-                f"/site/jobs/{job_id}/rounds/{round_num}/result",
-                files={"weights": (weights.name, fh, "application/octet-stream")},
-                data={"meta": json.dumps(meta)},
-            )
-        resp.raise_for_status()
+    def upload(
+        self, job_id: int, round_num: int, weights: Path, meta: dict[str, Any], attempt: int = 1
+    ) -> dict[str, Any]:
+        """Send the update as the raw body (the server streams it to disk, hashing as it
+        arrives), meta in a header. Safe to repeat: the server keeps one result per (job,
+        round, site) and answers a repeat of the same update with duplicate=true."""
+        path = f"/site/jobs/{job_id}/rounds/{round_num}/result"
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(weights.stat().st_size),
+            "X-Result-Meta": json.dumps(meta),
+            # (job, round, site) + the site's attempt at the round: what makes a repeat a repeat
+            "Idempotency-Key": f"{job_id}:{round_num}:{self.cfg.site}:{attempt}",
+        }
+
+        def send(http: httpx.Client) -> dict[str, Any]:
+            with weights.open("rb") as body:
+                resp = http.post(path, content=body, headers=headers)
+            raise_if_retryable(resp).raise_for_status()
+            return dict(resp.json())
+
+        return self.call(send, f"POST {path}")
 
 
 @dataclass
@@ -176,7 +198,7 @@ class Heartbeat(threading.Thread):
         super().__init__(name="resonfl-heartbeat", daemon=True)
         self.cfg = cfg
         self.stopped = threading.Event()
-        self.api = SiteAPI(cfg, timeout_s=10.0)
+        self.api = SiteAPI(cfg, timeout_s=10.0, retry=NO_RETRY)
         self.gpus = cfg.visible_gpus()
 
     def run(self) -> None:
@@ -263,6 +285,9 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     phases["download_s"] = time.monotonic() - mark
     mark = time.monotonic()
     env = _job_env(cfg, gpus)
+    state_dir = cfg.data_root / "jobs" / str(job_id) / "state"
+    # a re-run of this round (its update never arrived) starts from the state it began with
+    attempt = begin_round(state_dir, round_num)
     try:
         result = run_site_round(
             job_dir,
@@ -272,7 +297,7 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
             weights_in,
             work_dir=work / "run",
             data_root=_data_root(api, cfg, job_id, job_dir),
-            state_dir=cfg.data_root / "jobs" / str(job_id) / "state",
+            state_dir=state_dir,
             timeout_s=fed.round_timeout_s,
             task_args=job.client_task_args(),
             env_extra=env,
@@ -289,17 +314,17 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     phases["run_s"], phases["train_s"] = time.monotonic() - mark, result.train_s
     if round_num >= fed.num_rounds - 1:
         _close_job_process(job_id)  # its last round: nothing more will come for it
-    api.state(job_id, round_num, "uploading")
+    # the log goes with this report: the upload's meta travels in a header, kept small
+    api.state(job_id, round_num, "uploading", log_text=result.log)
     meta = {
         "samples": result.samples,
         "metrics": result.metrics,
         "train_s": result.train_s,
         "total_s": time.monotonic() - started,
         "sha256": sha256_file(result.weights_path),
-        "log": result.log,
     }
     mark = time.monotonic()
-    api.upload(job_id, round_num, Path(result.weights_path), meta)
+    api.upload(job_id, round_num, Path(result.weights_path), meta, attempt=attempt)
     phases["upload_s"] = time.monotonic() - mark
     # one parseable line per round: the round benchmark (bench/rounds.py) splits overhead with it
     log.info("round timings %s", json.dumps({"job": job_id, "round": round_num, **phases}))
@@ -313,7 +338,7 @@ def _stop_when_job_moves_on(api: SiteAPI, job_id: int, round_num: int) -> Callab
 
     def should_stop() -> str | None:
         try:
-            info = api.job(job_id)
+            info = api.job(job_id, retry=NO_RETRY)
         except httpx.HTTPError:
             return None  # the API being briefly away is no reason to drop the work
         if info["status"] != "running":

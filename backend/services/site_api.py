@@ -107,19 +107,48 @@ def set_state(
     return result
 
 
+Stored = tuple[str, str, int]  # (artifact key, sha256, size) of weights already in the store
+
+
 def submit_result(
     session: Session,
     store: ArtifactStore,
     site: Site,
     job_id: int,
     round_num: int,
-    weights: BinaryIO,
+    weights: BinaryIO | Stored,
     meta: dict[str, object],
     dispatcher: Dispatcher,
     max_bytes: int,
 ) -> tuple[SiteResult, bool]:
     """Store and check an uploaded update, then hand it to the round state machine.
+
+    `weights` is a file to store, or an artifact the route already streamed into the store
+    (hashed as it arrived); that one is deleted again when the update is refused.
     Returns (result, duplicate): posting the same update twice is a no-op."""
+    try:
+        result, report = _record(session, store, site, job_id, round_num, weights, meta, max_bytes)
+    except BaseException:
+        if isinstance(weights, tuple):
+            store.delete(weights[0])
+        raise
+    if report is None:
+        return result, True
+    _hand_over(session, job_id, round_num, site.name, report, dispatcher)
+    return result, False
+
+
+def _record(
+    session: Session,
+    store: ArtifactStore,
+    site: Site,
+    job_id: int,
+    round_num: int,
+    weights: BinaryIO | Stored,
+    meta: dict[str, object],
+    max_bytes: int,
+) -> tuple[SiteResult, SiteReport | None]:
+    """Check and record the update (flushed, not committed); no report for a duplicate."""
     job = get_job_for_site(session, site, job_id)
     declared = str(meta["sha256"])
     if _round(session, job.id, round_num) is None:
@@ -127,17 +156,23 @@ def submit_result(
     existing = session.scalar(_result_query(job.id, round_num, site.name))
     if existing is not None and existing.status == ResultStatus.DONE:
         if existing.sha256 == declared:
-            return existing, True
+            if isinstance(weights, tuple):
+                store.delete(weights[0])  # the retried upload's copy: the first one is kept
+            return existing, None
         raise Conflict(
             f"site {site.name!r} already delivered a different update for round {round_num}"
         )
     _check_open(session, job, round_num)
-    try:
-        key, digest, size = store.put(weights, max_bytes=max_bytes)
-    except ArtifactTooLarge as exc:
-        from backend.services.errors import PayloadTooLarge
+    if isinstance(weights, tuple):
+        key, digest, size = weights
+    else:
+        try:
+            # an update lost in a power cut is sent again by its site: no fsync needed
+            key, digest, size = store.put(weights, max_bytes=max_bytes, durable=False)
+        except ArtifactTooLarge as exc:
+            from backend.services.errors import PayloadTooLarge
 
-        raise PayloadTooLarge(f"weights: {exc}") from None
+            raise PayloadTooLarge(f"weights: {exc}") from None
     try:
         if digest != declared:
             raise InvalidSubmission(
@@ -166,8 +201,7 @@ def submit_result(
         session.rollback()
         store.delete(key)
         raise
-    _hand_over(session, job.id, round_num, site.name, report, dispatcher)
-    return result, False
+    return result, report
 
 
 # -- helpers -----------------------------------------------------------------------------

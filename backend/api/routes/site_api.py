@@ -3,11 +3,13 @@ services.site_api.get_job_for_site, never here."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import BinaryIO
 
-from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from backend.api.deps import (
     CurrentSite,
@@ -27,7 +29,8 @@ from backend.schemas.sites import (
     SiteStateIn,
 )
 from backend.services import accounts, site_api
-from backend.services.errors import InvalidSubmission
+from backend.services.errors import InvalidSubmission, PayloadTooLarge
+from backend.storage import ArtifactStore, ArtifactTooLarge
 
 router = APIRouter(prefix="/site", tags=["site"])
 
@@ -106,12 +109,40 @@ def update_round_state(
     )
 
 
-@router.post("/jobs/{job_id}/rounds/{round_num}/result", response_model=ResultAccepted)
-def create_round_result(
+RESULT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "the weights (safetensors) as the body, streamed to disk and "
+                "hashed as they arrive; the ResultMeta JSON in the X-Result-Meta header",
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["weights", "meta"],
+                    "properties": {
+                        "weights": {"type": "string", "format": "binary"},
+                        "meta": {"type": "string", "description": "JSON: ResultMeta"},
+                    },
+                }
+            },
+        },
+    }
+}
+META_HEADER = "x-result-meta"
+
+
+@router.post(
+    "/jobs/{job_id}/rounds/{round_num}/result",
+    response_model=ResultAccepted,
+    openapi_extra=RESULT_BODY,
+)
+async def create_round_result(
     job_id: JobId,
     round_num: RoundNum,
-    weights: Annotated[UploadFile, File(description="the updated weights, safetensors")],
-    meta: Annotated[str, Form(description="JSON: ResultMeta (samples, metrics, sha256, ...)")],
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
@@ -119,26 +150,46 @@ def create_round_result(
     dispatcher: DispatcherDep,
 ) -> ResultAccepted:
     """Upload this site's update for a round. The sha256 is checked, the file must be
-    safetensors; posting the same update twice returns the first with duplicate=true."""
-    try:
-        # pydantic's own JSON parser: depth-limited, so "[[[[..." is a 422, not a RecursionError
-        parsed = ResultMeta.model_validate_json(meta)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in err["loc"])
+    safetensors; posting the same update twice returns the first with duplicate=true.
+
+    The site worker sends the weights as the raw body (`application/octet-stream`, meta in
+    the `X-Result-Meta` header): written to the store and hashed as it arrives, one pass, no
+    form parsing. A multipart form (`weights` file + `meta` field) is accepted too."""
+    limit = settings.max_upload_bytes
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    weights: BinaryIO | site_api.Stored
+    if kind == "multipart/form-data":
+        form = await request.form(max_part_size=1 << 20)
+        meta_text, upload = form.get("meta"), form.get("weights")
+        if not isinstance(meta_text, str):
+            raise InvalidSubmission(
+                "meta", "", "the form field `meta` (ResultMeta JSON) is missing"
+            )
+        if not isinstance(upload, StarletteUpload):
+            raise InvalidSubmission("weights", "", "the form file `weights` is missing")
+        parsed = _result_meta(meta_text)
+        weights = upload.file
+    elif kind == "application/octet-stream":
+        parsed = _result_meta(request.headers.get(META_HEADER))
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"weights: larger than the limit of {limit} bytes")
+        weights = await _stream_to_store(request, store, limit)
+    else:
         raise InvalidSubmission(
-            "meta", field, f"not a valid ResultMeta JSON: {err['msg']}"
-        ) from None
-    result, duplicate = site_api.submit_result(
+            "weights", "", "send application/octet-stream (meta in X-Result-Meta) or multipart"
+        )
+    result, duplicate = await run_in_threadpool(
+        site_api.submit_result,
         session,
         store,
         site,
         job_id,
         round_num,
-        weights.file,
+        weights,
         parsed.model_dump(),
         dispatcher,
-        settings.max_upload_bytes,
+        limit,
     )
     return ResultAccepted(
         job_id=job_id,
@@ -148,3 +199,31 @@ def create_round_result(
         sha256=result.sha256 or "",
         duplicate=duplicate,
     )
+
+
+def _result_meta(text: str | None) -> ResultMeta:
+    if text is None:
+        raise InvalidSubmission(
+            "meta", "", f"the {META_HEADER} header (ResultMeta JSON) is missing"
+        )
+    try:
+        # pydantic's own JSON parser: depth-limited, so "[[[[..." is a 422, not a RecursionError
+        return ResultMeta.model_validate_json(text)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in err["loc"])
+        raise InvalidSubmission(
+            "meta", field, f"not a valid ResultMeta JSON: {err['msg']}"
+        ) from None
+
+
+async def _stream_to_store(request: Request, store: ArtifactStore, limit: int) -> site_api.Stored:
+    """The body into the store as it arrives, hashed on the way: one pass, no temp copy.
+    A site's update is sent again if lost, so no fsync (the aggregator reads it soon)."""
+    with store.writer(max_bytes=limit) as out:
+        try:
+            async for chunk in request.stream():
+                out.write(chunk)
+        except ArtifactTooLarge:
+            raise PayloadTooLarge(f"weights: larger than the limit of {limit} bytes") from None
+        return out.commit(durable=False)

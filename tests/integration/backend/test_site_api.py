@@ -159,3 +159,68 @@ def _artifacts(app: Any) -> list[Any]:
 
     with app.state.session_factory() as db:
         return list(db.scalars(select(Artifact)))
+
+
+# -- the site worker's upload: raw body streamed to the store, meta in a header ----------
+def _post_raw(
+    client: TestClient, token: str, job: int, data: bytes, meta: dict[str, Any] | None = None
+) -> Any:
+    meta = meta or {"samples": 10, "sha256": hashlib.sha256(data).hexdigest(), "train_s": 1.0}
+    headers = {
+        **auth(token),
+        "Content-Type": "application/octet-stream",
+        "X-Result-Meta": json.dumps(meta),
+    }
+    return client.post(f"/api/v1/site/jobs/{job}/rounds/0/result", content=data, headers=headers)
+
+
+def _stored_files(app: Any) -> list[Path]:
+    root = Path(app.state.store.artifacts)
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_a_raw_upload_is_stored_once_with_its_hash(
+    client: TestClient, app: Any, job_id: int, site_tokens: dict[str, str], user_token: str
+) -> None:
+    data = safetensors_bytes(2.0)
+    first = _post_raw(client, site_tokens["site-1"], job_id, data)
+    assert first.status_code == 200, first.text
+    assert first.json()["sha256"] == hashlib.sha256(data).hexdigest()
+    files = _stored_files(app)
+    again = _post_raw(client, site_tokens["site-1"], job_id, data)  # a retried upload
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert _stored_files(app) == files  # the repeat's copy is not kept
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=auth(user_token)).json()
+    (result,) = job["rounds"][0]["results"]
+    assert result["status"] == "done" and result["samples"] == 10
+
+
+def test_a_raw_upload_with_a_wrong_hash_leaves_nothing_behind(
+    client: TestClient, app: Any, job_id: int, site_tokens: dict[str, str]
+) -> None:
+    before = _stored_files(app)
+    data = safetensors_bytes()
+    response = _post_raw(
+        client, site_tokens["site-1"], job_id, data, {"samples": 1, "sha256": "0" * 64}
+    )
+    assert response.status_code == 422 and response.json()["detail"]["field"] == "sha256"
+    assert _stored_files(app) == before
+    assert list(Path(app.state.store.tmp).glob("*.part")) == []
+
+
+def test_a_raw_upload_without_meta_is_named(
+    client: TestClient, job_id: int, site_tokens: dict[str, str]
+) -> None:
+    response = client.post(
+        f"/api/v1/site/jobs/{job_id}/rounds/0/result",
+        content=safetensors_bytes(),
+        headers={**auth(site_tokens["site-1"]), "Content-Type": "application/octet-stream"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"]["file"] == "meta"
+    other = client.post(
+        f"/api/v1/site/jobs/{job_id}/rounds/0/result",
+        content=b"{}",
+        headers={**auth(site_tokens["site-1"]), "Content-Type": "application/json"},
+    )
+    assert other.status_code == 422 and other.json()["detail"]["file"] == "weights"
