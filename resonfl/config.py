@@ -29,27 +29,33 @@ class TrainingConfig(_Strict):
     rounds and Adam/AdamW state persisted per site (the seed's two client-side fixes).
     """
 
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adamw", "adam", "sgd"] = Field(
+        "adamw", description="the local optimizer env.make_optimizer builds"
+    )
+    lr: float = Field(1e-3, gt=0, le=10, description="peak learning rate of the local optimizer")
+    weight_decay: float = Field(0.0, ge=0, description="the optimizer's weight decay")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
-    betas: tuple[float, float] = (0.9, 0.999)
-    batch_size: int = Field(32, ge=1, le=65536)
-    eval_batch_size: int = Field(256, ge=1, le=65536)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW only")
+    batch_size: int = Field(32, ge=1, le=65536, description="training batch size")
+    eval_batch_size: int = Field(256, ge=1, le=65536, description="batch size of env.evaluate")
     local_steps: int | None = Field(20, ge=1, description="optimizer steps per round")
     local_epochs: float | None = Field(None, gt=0, description="used when local_steps is null")
-    lr_schedule: Literal["constant", "cosine", "linear"] = "cosine"
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "cosine", description="shape of the LR after warmup (over the whole run when continuous)"
+    )
     warmup_steps: int = Field(0, ge=0, description="in global steps (across rounds)")
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    min_lr_ratio: float = Field(
+        0.0, ge=0, le=1, description="the schedule's last LR as a share of lr"
+    )
     continuous_schedule: bool = Field(
         True, description="position = current_round * steps_per_round + local_step"
     )
     persist_optimizer_state: bool = Field(
         True, description="save/restore STATE_DIR/optimizer_state.pt across rounds"
     )
-    amp: bool = False
-    grad_clip: float | None = Field(None, gt=0)
-    seed: int = 0
+    amp: bool = Field(False, description="float16 autocast in env.fit (CUDA only)")
+    grad_clip: float | None = Field(None, gt=0, description="max gradient norm in env.fit")
+    seed: int = Field(0, description="model init and data order; each site and round derive theirs")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="off when null")
     ema_persist: bool = Field(
         True,
@@ -58,7 +64,9 @@ class TrainingConfig(_Strict):
             "average itself restarts from the received global model every round"
         ),
     )
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="training loss only; evaluation stays hard-label"
+    )
     tta_hflip: bool = Field(False, description="average logits with the h-flipped input at eval")
     extra: dict[str, Any] = Field(default_factory=dict, description="exported as env variables")
 
@@ -83,10 +91,15 @@ class ModelConfig(_Strict):
     """Which model class and train function model_def.py provides, and how to build it."""
 
     source: str = Field(description="the text of model_def.py")
-    class_name: str = "Net"
+    class_name: str = Field("Net", description="the model class in model_def.py")
     args: dict[str, Any] = Field(default_factory=dict, description="constructor kwargs (JSON)")
-    train_fn: str = "fl_train_model"
-    eval_fn: str = "fl_evaluate_model"
+    train_fn: str = Field(
+        "fl_train_model", description="train function: (model, env, out_dir, logger) -> result"
+    )
+    eval_fn: str = Field(
+        "fl_evaluate_model",
+        description="optional eval function: (model, env, logger) -> metrics; resonfl evaluate",
+    )
 
     @field_validator("class_name", "train_fn", "eval_fn")
     @classmethod
@@ -116,11 +129,21 @@ class FederationConfig(_Strict):
         5, ge=1, le=10000, description="how many times the sites train and the server aggregates"
     )
     min_clients: int | None = Field(None, ge=1, description=MIN_CLIENTS_HELP)
-    sites: list[str] = Field(default_factory=lambda: ["site-1", "site-2"], min_length=1)
-    workflow_path: str = DEFAULT_WORKFLOW
-    workflow_args: dict[str, Any] = Field(default_factory=dict)
-    aggregator_path: str = DEFAULT_AGGREGATOR
-    aggregator_args: dict[str, Any] = Field(default_factory=dict)
+    sites: list[str] = Field(
+        default_factory=lambda: ["site-1", "site-2"],
+        min_length=1,
+        description="the sites that train (registered on the server; unique names)",
+    )
+    workflow_path: str = Field(DEFAULT_WORKFLOW, description="who trains each round (class path)")
+    workflow_args: dict[str, Any] = Field(
+        default_factory=dict, description="the workflow's own Args (besides rounds and timeout)"
+    )
+    aggregator_path: str = Field(
+        DEFAULT_AGGREGATOR, description="how updates become the next global model (class path)"
+    )
+    aggregator_args: dict[str, Any] = Field(
+        default_factory=dict, description="the aggregator's Args (e.g. FedProx's mu)"
+    )
     round_timeout_s: float = Field(
         3600.0,
         gt=0,

@@ -66,13 +66,26 @@ class Job(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=120)
-    model: ModelConfig
-    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig())
-    federation: FederationConfig = Field(default_factory=lambda: FederationConfig())
-    model_checkpoint: Path | None = None
-    requirements: list[str] = Field(default_factory=list)
-    shards: dict[str, Path] = Field(default_factory=dict)
+    name: str = Field(min_length=1, max_length=120, description="shown in lists and job pages")
+    model: ModelConfig = Field(description="model_def.py and how to build and train its model")
+    training: TrainingConfig = Field(
+        default_factory=lambda: TrainingConfig(), description="the sites' local training"
+    )
+    federation: FederationConfig = Field(
+        default_factory=lambda: FederationConfig(),
+        description="rounds, sites, workflow and aggregator",
+    )
+    model_checkpoint: Path | None = Field(
+        None,
+        description="warm start: safetensors or a weights-only torch state dict of the model",
+    )
+    requirements: list[str] = Field(
+        default_factory=list, description="pip requirement lines (requirements.txt)"
+    )
+    shards: dict[str, Path] = Field(
+        default_factory=dict,
+        description="site -> data folder shipped with the job as shards/<site>/ (simulator)",
+    )
 
     @field_validator("name")
     @classmethod
