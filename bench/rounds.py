@@ -146,10 +146,14 @@ def round_rows(job: dict[str, Any], phases: dict[tuple[int, str], dict[str, floa
     rows = []
     for rnd in job["rounds"]:
         t = rnd["timings"]
-        if "round_s" not in t:
+        if t.get("round_s") is None:  # not aggregated
             continue
         started = datetime.fromisoformat(rnd["started_at"]).timestamp()
-        site_train = t.get("site_train_s", {})
+        site_train = {
+            r["site"]: r["train_s"]
+            for r in rnd.get("results", [])
+            if r["status"] == "done" and r["train_s"] is not None
+        }
         slow = max(site_train, key=site_train.get) if site_train else None
         ph = phases.get((rnd["number"], slow or ""), {})
         train = float(t["train_s_max"])

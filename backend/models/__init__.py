@@ -7,6 +7,7 @@ from backend.models.job import (
     JobStatus,
     ResultStatus,
     Round,
+    RoundMetric,
     RoundStatus,
     SiteResult,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "JobStatus",
     "ResultStatus",
     "Round",
+    "RoundMetric",
     "RoundStatus",
     "Site",
     "SiteResult",

@@ -77,7 +77,14 @@ class Job(Base):
 
 class Round(Base):
     """One round of a job. `weights_key`/`weights_sha256` are the global weights *entering*
-    this round (safetensors artifact) that sites fetch; `timings` is free-form seconds."""
+    this round (safetensors artifact) that sites fetch.
+
+    The round's times are typed columns (seconds, set when it is aggregated): `round_s` wall
+    time from opening to aggregation, `train_s_max` the slowest site's training, `overhead_s`
+    the rest, split into `site_overhead_s` (inside a site task but outside training) and
+    `transport_s` (between the sites' tasks), and `aggregate_s` the aggregation itself. Its
+    samples-weighted metrics are rows of `RoundMetric`; each site's own are on `SiteResult`.
+    """
 
     __tablename__ = "rounds"
     __table_args__ = (UniqueConstraint("job_id", "number"),)
@@ -91,10 +98,47 @@ class Round(Base):
     deadline: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     aggregated_at: Mapped[datetime | None]
-    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    min_results: Mapped[int | None]  # results the workflow needs to aggregate this round
+    # site -> how many times its task was sent again after it went silent
+    redispatched: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    round_s: Mapped[float | None]
+    train_s_max: Mapped[float | None]
+    overhead_s: Mapped[float | None]
+    site_overhead_s: Mapped[float | None]
+    transport_s: Mapped[float | None]
+    aggregate_s: Mapped[float | None]
     error: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="rounds")
+    metric_rows: Mapped[list[RoundMetric]] = relationship(
+        back_populates="round",
+        order_by="RoundMetric.name",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+    )
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The round's samples-weighted metrics by name."""
+        return {m.name: m.value for m in self.metric_rows}
+
+    @metrics.setter
+    def metrics(self, values: dict[str, float]) -> None:
+        self.metric_rows = [RoundMetric(name=k, value=float(v)) for k, v in values.items()]
+
+
+class RoundMetric(Base):
+    """One samples-weighted metric of one aggregated round (e.g. ``global_top1``)."""
+
+    __tablename__ = "round_metrics"
+    __table_args__ = (UniqueConstraint("round_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float]
+
+    round: Mapped[Round] = relationship(back_populates="metric_rows")
 
 
 class SiteResult(Base):

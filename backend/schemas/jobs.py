@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.models import JobStatus, ResultStatus, RoundStatus
+from backend.models import JobStatus, ResultStatus, Round, RoundStatus
 
 
 class SiteResultPublic(BaseModel):
@@ -25,6 +25,31 @@ class SiteResultPublic(BaseModel):
     updated_at: datetime
 
 
+class RoundTimes(BaseModel):
+    """A round's times in seconds (None until it is aggregated) and its counters."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    round_s: float | None = Field(None, description="wall time from opening to aggregation")
+    train_s_max: float | None = Field(None, description="the slowest site's training time")
+    overhead_s: float | None = Field(None, description="round_s - train_s_max")
+    site_overhead_s: float | None = Field(
+        None, description="of the overhead: inside a site task, outside training"
+    )
+    transport_s: float | None = Field(
+        None, description="of the overhead: between the sites' tasks (queues, HTTP)"
+    )
+    aggregate_s: float | None = Field(None, description="the aggregation itself")
+    min_results: int | None = Field(None, description="results the round needs to aggregate")
+    redispatched: dict[str, int] = Field(
+        default_factory=dict, description="site -> times its task was sent again"
+    )
+
+    @classmethod
+    def of(cls, rnd: Round) -> RoundTimes:
+        return cls.model_validate(rnd)
+
+
 class RoundPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -33,7 +58,10 @@ class RoundPublic(BaseModel):
     deadline: datetime | None
     started_at: datetime | None
     aggregated_at: datetime | None
-    timings: dict[str, Any]
+    timings: RoundTimes = Field(default_factory=RoundTimes)
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="samples-weighted metrics of the accepted updates"
+    )
     error: str | None
     weights_sha256: str | None
     results: list[SiteResultPublic] = Field(default_factory=list)

@@ -19,9 +19,9 @@ database does not know about; a message lost in between is found again by `recon
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,6 +44,7 @@ from backend.models import (
     utcnow,
 )
 from backend.services.dispatch import Dispatcher
+from backend.services.reports import SiteReport
 from backend.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def record_result(
     job_id: int,
     round_num: int,
     site: str,
-    report: Any = None,
+    report: SiteReport | None = None,
     dispatcher: Dispatcher | None = None,
 ) -> bool:
     """A site's result row (done or failed) is flushed; commit it and aggregate when due.
@@ -160,8 +161,8 @@ def _round_is_due(session: Session, job: Job, rnd: Round) -> bool:
     results = _results(session, job.id, rnd.number)
     done = sum(r.status == ResultStatus.DONE for r in results)
     pending = sum(r.status in PENDING_RESULT for r in results)
-    needed = (rnd.timings or {}).get("min_results")
-    if not isinstance(needed, int):
+    needed = rnd.min_results
+    if needed is None:
         needed = min(job.min_clients, len(results)) if results else job.min_clients
     # the last clause: too few sites can still answer, so aggregating now fails the job
     # with the reason instead of waiting for the deadline
@@ -283,7 +284,8 @@ def _aggregate_claimed(
     accepted = [done[s] for s in outcome.accepted]
     metrics = outcome.metrics
     weights = outcome.weights
-    rnd.timings = _timings(rnd, accepted, metrics, began)
+    _record_times(rnd, accepted, began)
+    rnd.metrics = {k: v for k, v in metrics.items() if len(k) <= 128 and math.isfinite(v)}
     rnd.status = RoundStatus.DONE
     rnd.aggregated_at = utcnow()
     if last:
@@ -324,30 +326,21 @@ def _mark_refused(done: dict[str, SiteResult], refused: dict[str, str]) -> None:
         done[site].error = reason
 
 
-def _timings(
-    rnd: Round, accepted: list[SiteResult], metrics: dict[str, float], began: float
-) -> dict[str, Any]:
+def _record_times(rnd: Round, accepted: list[SiteResult], began: float) -> None:
     """Round wall time vs. the sites' training time; the rest is the platform's overhead."""
     started = rnd.started_at or utcnow()
     round_s = (utcnow() - started).total_seconds()
     train = {r.site: float(r.train_s or 0.0) for r in accepted}
     total = {r.site: float(r.total_s or 0.0) for r in accepted}
     slowest = max(train.values(), default=0.0)
-    return {
-        **(rnd.timings or {}),
-        "round_s": round(round_s, 3),
-        "train_s_max": round(slowest, 3),
-        "overhead_s": round(max(round_s - slowest, 0.0), 3),
-        # of which: inside the site task but outside training (job process start, imports,
-        # weights in/out) vs. between the sites' tasks (queueing, HTTP, aggregation)
-        "site_overhead_s": round(max((total[s] - train[s] for s in train), default=0.0), 3),
-        "transport_s": round(max(round_s - max(total.values(), default=0.0), 0.0), 3),
-        "aggregate_s": round(time.monotonic() - began, 3),
-        "site_train_s": train,
-        "site_total_s": total,
-        "sites": sorted(train),
-        "metrics": metrics,
-    }
+    rnd.round_s = round(round_s, 3)
+    rnd.train_s_max = round(slowest, 3)
+    rnd.overhead_s = round(max(round_s - slowest, 0.0), 3)
+    # of which: inside the site task but outside training (job process start, imports,
+    # weights in/out) vs. between the sites' tasks (queueing, HTTP, aggregation)
+    rnd.site_overhead_s = round(max((total[s] - train[s] for s in train), default=0.0), 3)
+    rnd.transport_s = round(max(round_s - max(total.values(), default=0.0), 0.0), 3)
+    rnd.aggregate_s = round(time.monotonic() - began, 3)
 
 
 # ------------------------------------------------------------------------------ reconcile
@@ -443,7 +436,7 @@ def _redispatch_silent(
 ) -> None:
     timeout = timedelta(seconds=heartbeat_timeout_s)
     grace = timeout / 3
-    counts: dict[str, int] = dict((rnd.timings or {}).get("redispatched", {}))
+    counts: dict[str, int] = dict(rnd.redispatched or {})
     resend: list[str] = []
     for res in _results(session, job.id, rnd.number):
         if res.status not in PENDING_RESULT:
@@ -475,7 +468,7 @@ def _redispatch_silent(
             res.error = f"site went silent mid-round ({why}) after {MAX_REDISPATCH} re-dispatch"
             report.failed_sites.append((job.id, rnd.number, res.site))
     if resend or counts:
-        rnd.timings = {**(rnd.timings or {}), "redispatched": counts}
+        rnd.redispatched = counts
     session.commit()
     for site_name in resend:
         dispatcher.send_train(site_name, job.id, rnd.number)
@@ -582,7 +575,7 @@ def _open_round(
             weights_sha256=digest,
             started_at=now,
             deadline=now + timedelta(seconds=spec.round_timeout_s),
-            timings={"min_results": needed},
+            min_results=needed,
         )
     )
     for site in sites:
@@ -658,11 +651,3 @@ def _fail_job(session: Session, job_id: int, reason: str) -> None:
         .values(status=JobStatus.FAILED, finished_at=utcnow(), error=reason[:20000])
     )
     session.commit()
-
-
-def round_timings(session: Session, job_id: int) -> list[dict[str, Any]]:
-    """Each finished round's timings (round_s, train_s_max, overhead_s, ...), in order."""
-    rows: Iterable[Round] = session.scalars(
-        select(Round).where(Round.job_id == job_id).order_by(Round.number)
-    )
-    return [{"round": r.number, **(r.timings or {})} for r in rows if r.status == RoundStatus.DONE]

@@ -94,7 +94,7 @@ def _series(results: list[SiteResult], sites: list[str], key: str) -> list[Serie
 def _global(rounds: list[Round], key: str, label: str) -> Series | None:
     points = []
     for rnd in rounds:
-        value = _finite(((rnd.timings or {}).get("metrics") or {}).get(key))
+        value = _finite(rnd.metrics.get(key))
         if value is not None:
             points.append((rnd.number, value))
     return Series(label, points, GLOBAL_COLOR, dashed=True) if points else None
@@ -112,13 +112,9 @@ def charts(job: Job) -> list[Markup]:
         glob = _global(rounds, global_key, global_label)
         out.append(line_chart(title, series + ([glob] if glob else []), n))
     split = [
-        (
-            r.number,
-            float(r.timings.get("train_s_max") or 0.0),
-            float(r.timings.get("overhead_s") or 0.0),
-        )
+        (r.number, float(r.train_s_max or 0.0), float(r.overhead_s or 0.0))
         for r in rounds
-        if r.timings and "round_s" in r.timings
+        if r.round_s is not None
     ]
     out.append(stacked_bars("Time per round (s)", split, n))
     return out
@@ -145,15 +141,14 @@ def build(
                 if found.train_s is not None and not title:
                     title = f"trained {found.train_s:.1f} s on {found.samples or 0} samples"
                 cells.append((found.status.value, title))
-        timings = (rnd.timings if rnd else None) or {}
         rows.append(
             RoundRow(
                 number=number,
                 status=rnd.status.value if rnd else "pending",
                 cells=cells,
-                round_s=timings.get("round_s"),
-                train_s=timings.get("train_s_max"),
-                overhead_s=timings.get("overhead_s"),
+                round_s=rnd.round_s if rnd else None,
+                train_s=rnd.train_s_max if rnd else None,
+                overhead_s=rnd.overhead_s if rnd else None,
                 download=store.global_model_path(job.id, number).is_file(),
             )
         )
@@ -179,8 +174,8 @@ def build(
     done = sum(1 for r in job.rounds if r.status.value == "done")
     last_metrics = {}
     for rnd in job.rounds:
-        if rnd.timings and rnd.timings.get("metrics"):
-            last_metrics = rnd.timings["metrics"]
+        if rnd.metrics:
+            last_metrics = rnd.metrics
     return JobView(
         job=job,
         owner=owner,

@@ -25,6 +25,7 @@ from backend.schemas.jobs import (
     JobPublic,
     JobsPublic,
     RoundPublic,
+    RoundTimes,
     SiteLog,
     SiteResultPublic,
 )
@@ -154,6 +155,7 @@ def job_detail(job: Job) -> JobDetail:
     rounds = []
     for rnd in job.rounds:
         public = RoundPublic.model_validate(rnd)
+        public.timings = RoundTimes.of(rnd)
         public.results = by_round.get(rnd.number, [])
         rounds.append(public)
     return JobDetail(

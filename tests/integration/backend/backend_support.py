@@ -107,7 +107,7 @@ def open_round(app: Any, job_id: int, number: int, weights: bytes) -> None:
         job.current_round = number
         rnd = db.scalar(select(Round).where(Round.job_id == job_id, Round.number == number))
         if rnd is None:
-            rnd = Round(job_id=job_id, number=number, timings={})
+            rnd = Round(job_id=job_id, number=number)
             db.add(rnd)
         rnd.status = RoundStatus.RUNNING
         rnd.weights_key, rnd.weights_sha256 = key, digest

@@ -75,7 +75,7 @@ def running_round(session: Session, deadline_in_s: float) -> Job:
             status=RoundStatus.RUNNING,
             started_at=now,
             deadline=now + timedelta(seconds=deadline_in_s),
-            timings={"min_results": 2},
+            min_results=2,
         )
     )
     for i, name in enumerate(["site-1", "site-2"]):
