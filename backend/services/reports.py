@@ -1,4 +1,5 @@
-"""The contract between the site API and the round state machine (services.rounds)."""
+"""What a site reports for a round, as the site API records it before handing over to
+services.rounds (which then needs only the ids)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from backend.models import ResultStatus
 
 @dataclass(frozen=True)
 class SiteReport:
-    """One site's outcome for one round, as handed to `rounds.record_result`.
+    """One site's outcome for one round, as the site API writes it to its SiteResult row.
 
-    The SiteResult row (job, round, site) is already updated with these values in the same
-    session (flushed, not committed) when `record_result` is called; `record_result` decides
-    what follows (aggregate when enough results are in, fail the job when too few sites can
-    still answer), commits, and dispatches.
+    The row (job, round, site) is updated with these values in the session (flushed, not
+    committed) before `rounds.record_result(session, job_id, round_num)` is called; that
+    decides what follows (aggregate when enough results are in, fail the job when too few
+    sites can still answer), commits, and dispatches.
     """
 
     status: ResultStatus  # DONE or FAILED

@@ -44,7 +44,6 @@ from backend.models import (
     utcnow,
 )
 from backend.services.dispatch import Dispatcher
-from backend.services.reports import SiteReport
 from backend.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -130,17 +129,12 @@ def init_job(session: Session, store: ArtifactStore, job_id: int, dispatcher: Di
 
 # ------------------------------------------------------------------------------ results
 def record_result(
-    session: Session,
-    job_id: int,
-    round_num: int,
-    site: str,
-    report: SiteReport | None = None,
-    dispatcher: Dispatcher | None = None,
+    session: Session, job_id: int, round_num: int, dispatcher: Dispatcher | None = None
 ) -> bool:
     """A site's result row (done or failed) is flushed; commit it and aggregate when due.
 
-    `report` is a `backend.services.reports.SiteReport` (informational here: the route has
-    already written it to the SiteResult row). Returns True when an aggregate was requested.
+    The site API has already written the site's report to its SiteResult row, so only ids
+    cross here. Returns True when an aggregate was requested.
     Calling it again for the same result changes nothing and may re-send the (idempotent)
     aggregate request.
     """

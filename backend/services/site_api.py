@@ -25,6 +25,7 @@ from backend.models import (
     Site,
     SiteResult,
 )
+from backend.services import rounds
 from backend.services.archives import tree, write_zip
 from backend.services.dispatch import Dispatcher
 from backend.services.errors import Conflict, Forbidden, InvalidSubmission, NotFound
@@ -102,8 +103,7 @@ def set_state(
     if result.status != ResultStatus.FAILED:
         session.commit()
         return result
-    report = SiteReport(status=ResultStatus.FAILED, error=error or "failed", log_key=result.log_key)
-    _hand_over(session, job.id, round_num, site.name, report, dispatcher)
+    _hand_over(session, job.id, round_num, dispatcher)
     return result
 
 
@@ -134,7 +134,7 @@ def submit_result(
         raise
     if report is None:
         return result, True
-    _hand_over(session, job_id, round_num, site.name, report, dispatcher)
+    _hand_over(session, job_id, round_num, dispatcher)
     return result, False
 
 
@@ -205,17 +205,8 @@ def _record(
 
 
 # -- helpers -----------------------------------------------------------------------------
-def _hand_over(
-    session: Session,
-    job_id: int,
-    round_num: int,
-    site: str,
-    report: SiteReport,
-    dispatcher: Dispatcher,
-) -> None:
-    from backend.services import rounds  # the round state machine (its own module)
-
-    rounds.record_result(session, job_id, round_num, site, report, dispatcher)
+def _hand_over(session: Session, job_id: int, round_num: int, dispatcher: Dispatcher) -> None:
+    rounds.record_result(session, job_id, round_num, dispatcher)
     session.commit()  # a no-op when record_result committed already
 
 
