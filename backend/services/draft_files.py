@@ -18,7 +18,7 @@ from backend.services.archives import safe_extract, tree, write_zip
 from backend.services.errors import InvalidSubmission
 from backend.services.submissions import check_checkpoint
 from resonfl.catalog.shards import Split, make_shards
-from resonfl.job import Job
+from resonfl.job import Job as JobSpec
 
 MODEL_DEF = "model_def.py"
 MAX_MODEL_DEF_BYTES = 4 * 1024 * 1024
@@ -99,7 +99,7 @@ def generate_shards(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def job_zip(job: Job, scratch_parent: Path, prefix: str = "") -> tuple[Path, Path]:
+def job_zip(job: JobSpec, scratch_parent: Path, prefix: str = "") -> tuple[Path, Path]:
     """Render `job` into a fresh scratch folder under `scratch_parent` and zip it (entries
     under `prefix`); returns (scratch, zip). The caller removes the scratch folder."""
     scratch = Path(tempfile.mkdtemp(dir=scratch_parent))

@@ -505,10 +505,10 @@ class _Spec:
 
 
 def _load_spec(store: ArtifactStore, job_id: int) -> _Spec:
-    from resonfl.job import Job as JobFolder
+    from resonfl.job import Job as JobSpec
 
     job_dir = store.job_folder(job_id)
-    job = JobFolder.load(job_dir)
+    job = JobSpec.load(job_dir)
     fed = job.federation
     return _Spec(
         job_dir=job_dir,

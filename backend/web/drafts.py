@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from resonfl.catalog import ExampleInfo, UnknownExampleError, get_example, list_examples
 from resonfl.config import FederationConfig, ModelConfig, TrainingConfig
-from resonfl.job import Job, JobValidationError, check_model_source
+from resonfl.job import Job as JobSpec
+from resonfl.job import JobValidationError, check_model_source
 
 from backend.web import algorithms
 from backend.web.forms import (
@@ -318,7 +319,7 @@ def requirements(draft: Draft) -> list[str]:
 
 
 # ------------------------------------------------------------------------- whole job
-def build_job(store: DraftStore, draft: Draft, registered: list[str]) -> Job:
+def build_job(store: DraftStore, draft: Draft, registered: list[str]) -> JobSpec:
     """The SDK Job for this draft; StepInvalid names the first step that does not validate."""
     model, errors = model_config(store, draft)
     if model is None or "model" not in draft.saved:
@@ -335,7 +336,7 @@ def build_job(store: DraftStore, draft: Draft, registered: list[str]) -> Job:
     checkpoint = None
     if draft.checkpoint_name:
         checkpoint = store.folder(draft.id) / draft.checkpoint_name
-    job = Job(
+    job = JobSpec(
         name=draft.raw["model"]["name"],
         model=model,
         training=training,

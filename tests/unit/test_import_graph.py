@@ -174,3 +174,18 @@ def test_no_import_cycle() -> None:
     assert not cycles, "modules that import each other:\n" + "\n".join(
         " <-> ".join(c) for c in cycles
     )
+
+
+def test_the_server_calls_the_sdk_job_jobspec() -> None:
+    """Two classes are named Job: the SDK's job folder (resonfl.job.Job) and the job store's
+    row (backend.models.Job). backend/, where both live, imports the first as JobSpec, so a
+    reader always knows which one a name means."""
+    bare = []
+    for package in ("backend",):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module == "resonfl.job":
+                    for alias in node.names:
+                        if alias.name == "Job" and alias.asname != "JobSpec":
+                            bare.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not bare, "import resonfl.job.Job as JobSpec here:\n" + "\n".join(bare)
