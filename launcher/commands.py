@@ -20,6 +20,28 @@ from typing import Any
 log = logging.getLogger("resonfl.launcher")
 
 CELERY_QUIET = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+UNSAFE_HELP = (
+    "run job code WITHOUT the bubblewrap sandbox (it can then read everything this process "
+    "can); only where bwrap cannot run and every job author is trusted"
+)
+
+
+def configure_sandbox(unsafe_no_sandbox: bool, role: str) -> None:
+    """Confine every job process this process starts (docs/security.md); say loudly when
+    the operator turned it off, and clearly when this machine cannot do it."""
+    from resonfl.runner import confine
+    from workers.settings import SandboxSettings
+
+    sandbox = SandboxSettings().to_sandbox(unsafe_no_sandbox)
+    confine.configure(sandbox)
+    problem = None if unsafe_no_sandbox else sandbox.problem()
+    if problem:
+        log.error(
+            "%s: job code will be REFUSED: bubblewrap cannot run here (%s). Install it "
+            "(apt-get install bubblewrap) or start with --unsafe-no-sandbox.", role, problem
+        )
+    elif not unsafe_no_sandbox:
+        log.info("%s: job code runs confined: %s", role, sandbox.describe())
 
 
 def register(subparsers: Any) -> None:
@@ -35,6 +57,7 @@ def register(subparsers: Any) -> None:
     w.add_argument("--gpus", help="GPU indices this worker may use, e.g. 0,1 ('' for none)")
     w.add_argument("--heartbeat", type=float, help="seconds between heartbeats")
     w.add_argument("--threads", type=int, help="CPU threads per job process")
+    w.add_argument("--unsafe-no-sandbox", action="store_true", help=UNSAFE_HELP)
     w.set_defaults(func=cmd_worker)
 
     a = subparsers.add_parser(
@@ -42,6 +65,7 @@ def register(subparsers: Any) -> None:
     )
     a.add_argument("--reconcile-every", type=float, default=15.0, help="seconds (default 15)")
     a.add_argument("--concurrency", type=int, default=2, help="task threads (default 2)")
+    a.add_argument("--unsafe-no-sandbox", action="store_true", help=UNSAFE_HELP)
     a.set_defaults(func=cmd_aggregator)
 
     api = subparsers.add_parser("api", help="run the API server (uvicorn) from RESONFL_* settings")
@@ -79,6 +103,7 @@ def register(subparsers: Any) -> None:
     u.add_argument("--demo", action="store_true", help="submit the digits example and wait")
     u.add_argument("--demo-rounds", type=int, default=None)
     u.add_argument("--exit-after-demo", action="store_true", help="stop everything when done")
+    u.add_argument("--unsafe-no-sandbox", action="store_true", help=UNSAFE_HELP)
     u.set_defaults(func=cmd_up)
 
 
@@ -105,7 +130,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
         return 2
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    os.environ.pop("RESONFL_SITE_TOKEN", None)  # job processes get a scrubbed env anyway
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_sandbox(args.unsafe_no_sandbox, f"site worker {cfg.site}")
     cfg.data_root.mkdir(parents=True, exist_ok=True)
     site_worker.install(cfg)
     app = make_celery(args.broker or env.broker_url)
@@ -142,6 +168,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     from workers.celery_app import SERVER_QUEUE, register_tasks
 
     settings = Settings()
+    configure_sandbox(args.unsafe_no_sandbox, "aggregator")  # it runs the initial-weights job code
     rt = runtime.ServerRuntime.from_settings(settings)
     runtime.install(rt)
     register_tasks(rt.dispatcher.app, "server")
@@ -272,6 +299,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         redis_url=args.redis_url or os.environ.get("RESONFL_REDIS_URL"),
         database_url=args.database_url or os.environ.get("RESONFL_DATABASE_URL"),
         secret_key=os.environ.get("RESONFL_SECRET_KEY") or _local_secret(data_dir),
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
     )
     from launcher.supervise import Stop, raise_on_signals
 

@@ -33,6 +33,7 @@ class LocalPlatform:
     heartbeat_timeout_s: float = 60.0
     reconcile_every_s: float = 15.0
     threads_per_job: int | None = None
+    unsafe_no_sandbox: bool = False
     supervisor: Supervisor = field(init=False)
     admin_token: str = field(init=False, default="")
     admin_email: str = field(init=False, default="")
@@ -98,6 +99,7 @@ class LocalPlatform:
                 "aggregator",
                 "--reconcile-every",
                 str(self.reconcile_every_s),
+                *self._sandbox_flags(),
             ),
             env=self.server_env(),
         )
@@ -123,8 +125,11 @@ class LocalPlatform:
         # All sites share this machine's cores: without a cap every job process would start
         # one thread per core and they would fight (seen: 20x slower training on 2 cores).
         threads = self.threads_per_job or max(1, (os.cpu_count() or 1) // max(1, self.sites))
-        argv += ["--threads", str(threads)]
-        env = {**self._base_env(), "RESONFL_SITE_TOKEN": self.site_tokens[site]}
+        argv += ["--threads", str(threads), *self._sandbox_flags()]
+        # The token travels in a file only this uid reads, never in the environment: a
+        # process's environment stays readable in /proc/<pid>/environ (docs/security.md).
+        secrets = self._secrets_dir(f"site-{site}", {"resonfl_site_token": self.site_tokens[site]})
+        env = {**self._base_env(), "RESONFL_SECRETS_DIR": str(secrets)}
         child = self.supervisor.start(f"worker-{site}", argv, env=env)
         self.workers[site] = child
         return child
@@ -148,12 +153,37 @@ class LocalPlatform:
     def _base_env(self) -> dict[str, str]:
         return {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
 
+    def _sandbox_flags(self) -> list[str]:
+        return ["--unsafe-no-sandbox"] if self.unsafe_no_sandbox else []
+
+    def _secrets_dir(self, name: str, values: dict[str, str]) -> Path:
+        """A 0700 folder of 0600 files, one per secret setting (pydantic-settings'
+        ``secrets_dir``, named by ``RESONFL_SECRETS_DIR``)."""
+        folder = self.data_dir / "secrets" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.parent.chmod(0o700)
+        folder.chmod(0o700)
+        for key, value in values.items():
+            path = folder / key
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value)
+            path.chmod(0o600)
+        return folder
+
     def server_env(self) -> dict[str, str]:
-        """What the API and the aggregator get (never the site workers)."""
+        """What the API and the aggregator get (never the site workers). The secret key and
+        the database URL are files in RESONFL_SECRETS_DIR, not variables: the aggregator
+        starts job code, and a variable would stay in its /proc/<pid>/environ."""
         env = self._base_env()
+        secret = {"secret_key", "database_url"}
         for key, value in self._settings_kwargs().items():
-            env[f"RESONFL_{key.upper()}"] = str(value)
-        env["RESONFL_DATABASE_URL"] = str(self.database_url)
+            if key not in secret:
+                env[f"RESONFL_{key.upper()}"] = str(value)
+        values = {"resonfl_database_url": str(self.database_url)}
+        if self.secret_key:
+            values["resonfl_secret_key"] = self.secret_key
+        env["RESONFL_SECRETS_DIR"] = str(self._secrets_dir("server", values))
         for key in ("RESONFL_ENVIRONMENT", "RESONFL_MAX_UPLOAD_BYTES"):
             if key in os.environ:
                 env[key] = os.environ[key]

@@ -26,6 +26,7 @@ from typing import Any
 from resonfl.fl.rounds import AggregatorStateStore, RoundTooSmallError, SiteUpdate, fold_round
 from resonfl.fl.shareable import load_weights, read_parameter_names, save_weights
 from resonfl.job import Job, JobValidationError
+from resonfl.runner.confine import Binds
 from resonfl.runner import (
     SandboxError,
     SessionPool,
@@ -119,8 +120,12 @@ def simulate(
     env_extra = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     # One job process per site for the whole run, all started now so that their Python and
     # torch imports overlap the initial model's build; nothing refills the pool afterwards.
-    pool = WarmPool(size=len(site_names), refill=False)
-    pool.fill(env_extra, wait=False)
+    # Each site's process is confined to its own folders (see resonfl/runner/confine.py),
+    # so each is started for its site: one per (environment, folders).
+    binds = {site: _site_binds(ws, site, roots[site]) for site in site_names}
+    pool = WarmPool(size=1, refill=False)
+    for site in site_names:
+        pool.fill(env_extra, wait=False, binds=binds[site])
     sessions = SessionPool(pool)  # one job process per site, kept across the rounds
     global_path = ws / "global" / "round_0.safetensors"
     try:
@@ -153,7 +158,7 @@ def simulate(
                     task_args=task_args,
                     env_extra=env_extra,
                     pool=pool,
-                    session=sessions.session(site, env_extra),
+                    session=sessions.session(site, env_extra, binds[site]),
                 )
 
             train_s: dict[str, float] = {}
@@ -321,3 +326,12 @@ def _report(bar: Any, summary: RoundSummary, rounds: int, progress: bool) -> Non
         return
     bar.write(summary.line(rounds))
     bar.update(1)
+
+
+def _site_binds(ws: Path, site: str, data_root: Path) -> Binds:
+    """What a site's job process sees: its own folder (work, state) read-write, its data and
+    the global weights read-only."""
+    own, shared = ws / "sites" / site, ws / "global"
+    own.mkdir(parents=True, exist_ok=True)
+    shared.mkdir(parents=True, exist_ok=True)
+    return Binds.of(rw=[own], ro=[data_root, shared])

@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# bubblewrap confines job code (docs/security.md); without it workers refuse job code.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -q bubblewrap >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null)) || true
+  fi
+  command -v bwrap >/dev/null 2>&1 || echo "warning: bubblewrap (bwrap) is not installed: site workers will refuse job code (see docs/security.md)" >&2
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true

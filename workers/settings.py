@@ -9,14 +9,26 @@ through the environment so it never shows in `ps`).
 
 from __future__ import annotations
 
+import os
+
+from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from resonfl.runner.confine import Limits, Sandbox
+
 
 class SiteWorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RESONFL_", extra="ignore")
+    # The token as a file (resonfl_site_token in RESONFL_SECRETS_DIR, 0600), not a variable:
+    # a variable stays readable in /proc/<pid>/environ (docs/security.md).
+    model_config = SettingsConfigDict(
+        env_prefix="RESONFL_",
+        extra="ignore",
+        secrets_dir=os.environ.get("RESONFL_SECRETS_DIR") or None,
+    )
 
     site_name: str = ""
     site_token: str = ""
@@ -25,6 +37,33 @@ class SiteWorkerSettings(BaseSettings):
     worker_data_root: Path = Path("./site-data")
     gpus: str | None = Field(None, description="comma-separated GPU indices; empty: no GPU")
     heartbeat_s: float = Field(10.0, gt=0)
+
+
+class SandboxSettings(BaseSettings):
+    """How job code is confined on this machine (site workers and the aggregator); see
+    docs/security.md. Limits apply per job process; 0 lifts one."""
+
+    model_config = SettingsConfigDict(env_prefix="RESONFL_SANDBOX_", extra="ignore")
+
+    memory_mb: int | None = Field(None, ge=0, description="data segment cap; default half the RAM")
+    processes: int = Field(4096, ge=0, description="processes+threads of the job uid (65534)")
+    open_files: int = Field(4096, ge=0)
+    cpu_time_s: int = Field(7 * 24 * 3600, ge=0, description="CPU seconds per job process")
+    output_mb: int = Field(16384, ge=0, description="largest file a job process may write")
+    network: bool = Field(False, description="let job code reach the network")
+
+    def to_sandbox(self, unsafe_no_sandbox: bool = False) -> Sandbox:
+        """The `Sandbox` these settings describe; ``require`` unless the operator opted out."""
+        limits = Limits(
+            processes=self.processes,
+            open_files=self.open_files,
+            cpu_time_s=self.cpu_time_s,
+            output_mb=self.output_mb,
+        )
+        if self.memory_mb is not None:
+            limits = replace(limits, memory_mb=self.memory_mb)
+        mode: Literal["require", "off"] = "off" if unsafe_no_sandbox else "require"
+        return Sandbox(mode=mode, limits=limits, network=self.network)
 
 
 def parse_gpus(value: str | None) -> list[str] | None:

@@ -261,6 +261,7 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     from resonfl.fl.shareable import sha256_file
     from resonfl.job import Job
     from resonfl.runner import SandboxCancelled, SandboxError, run_site_round
+    from resonfl.runner.confine import Binds
 
     started = time.monotonic()
     phases: dict[str, float] = {"start": time.time()}  # wall clock: the server's is the same
@@ -285,9 +286,16 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     phases["download_s"] = time.monotonic() - mark
     mark = time.monotonic()
     env = _job_env(cfg, gpus)
+    data_root = _data_root(api, cfg, job_id, job_dir)
     state_dir = cfg.data_root / "jobs" / str(job_id) / "state"
+    state_dir.mkdir(parents=True, exist_ok=True)
     # a re-run of this round (its update never arrived) starts from the state it began with
     attempt = begin_round(state_dir, round_num)
+    # The job's process sees this job's own folder (rounds, state: read-write; its bundle and
+    # data: read-only), never other jobs' folders or the worker's own files. The folder, not
+    # state_dir itself, is bound: begin_round replaces state_dir, and a bind would keep the old.
+    job_root = cfg.data_root / "jobs" / str(job_id)
+    binds = Binds.of(rw=[job_root], ro=[data_root, job_dir])
     try:
         result = run_site_round(
             job_dir,
@@ -296,14 +304,14 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
             fed.num_rounds,
             weights_in,
             work_dir=work / "run",
-            data_root=_data_root(api, cfg, job_id, job_dir),
+            data_root=data_root,
             state_dir=state_dir,
             timeout_s=fed.round_timeout_s,
             task_args=job.client_task_args(),
             env_extra=env,
             pool=_warm_pool(),
             should_stop=_stop_when_job_moves_on(api, job_id, round_num),
-            session=_job_sessions().session(str(job_id), env),
+            session=_job_sessions().session(str(job_id), env, binds),
         )
     except SandboxCancelled as exc:
         log.info("job %s round %s: %s", job_id, round_num, exc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,7 +17,14 @@ DEFAULT_SECRET = "changethis"
 class Settings(BaseSettings):
     """Server settings. Every field is `RESONFL_<NAME>` in the environment (or `.env`)."""
 
-    model_config = SettingsConfigDict(env_prefix="RESONFL_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="RESONFL_",
+        env_file=".env",
+        extra="ignore",
+        # Secrets as files (resonfl_secret_key, resonfl_database_url), not variables: see
+        # docs/security.md. Variables still win, for a process that starts no job code.
+        secrets_dir=os.environ.get("RESONFL_SECRETS_DIR") or None,
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = Field(

@@ -10,8 +10,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from resonfl.runner import confine
+from resonfl.runner.confine import Binds, Sandbox, wants_gpus
 from resonfl.runner.env import base_env
-from resonfl.runner.procs import close_pipes, die_with_parent, kill_tree
+from resonfl.runner.procs import close_pipes, kill_tree
+
+PoolKey = tuple[tuple[tuple[str, str], ...], Binds]
 
 
 WARM_SCRIPT = Path(__file__).with_name("warm.py")
@@ -29,12 +33,19 @@ class WarmPool:
     ``refill=False`` starts nothing after `fill`: for a caller that knows how many processes
     it needs (the simulator: one per site, kept for the whole run), a replacement would only
     burn a torch import.
+
+    A process starts inside the sandbox (`confine`), so what it can see is fixed at start:
+    processes are kept per (environment, binds), and a task only goes to a process whose
+    binds cover its folders.
     """
 
-    def __init__(self, size: int = 1, refill: bool = True) -> None:
+    def __init__(
+        self, size: int = 1, refill: bool = True, sandbox: Sandbox | None = None
+    ) -> None:
         self.size = size
         self.refill = refill
-        self._idle: dict[tuple[tuple[str, str], ...], list[subprocess.Popen[bytes]]] = {}
+        self.sandbox = sandbox  # None: the process-wide `confine.current()` at each start
+        self._idle: dict[PoolKey, list[subprocess.Popen[bytes]]] = {}
         self._lock = threading.Lock()
         self._requests: queue.Queue[tuple[Callable[[], None], threading.Event] | None] = (
             queue.Queue()
@@ -44,8 +55,11 @@ class WarmPool:
         self._thread.start()
 
     @staticmethod
-    def _key(env_extra: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted((env_extra or {}).items()))
+    def _key(env_extra: dict[str, str] | None, binds: Binds | None = None) -> PoolKey:
+        return tuple(sorted((env_extra or {}).items())), binds or Binds()
+
+    def sandbox_now(self) -> Sandbox:
+        return self.sandbox or confine.current()
 
     def _spawner(self) -> None:
         while (request := self._requests.get()) is not None:
@@ -63,12 +77,16 @@ class WarmPool:
         if wait:
             done.wait(timeout=30)
 
-    @staticmethod
-    def _start(env_extra: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    def _start(self, env_extra: dict[str, str] | None, binds: Binds) -> subprocess.Popen[bytes]:
         # stdout is a pipe: a process given a one-round task points fd 1 at the round's log;
         # one serving a job's rounds (keep_stdout) writes its control lines there.
-        return subprocess.Popen(
-            [sys.executable, str(WARM_SCRIPT)],
+        sandbox = self.sandbox_now()
+        script = str(WARM_SCRIPT)
+        visible = Binds(binds.rw, tuple(sorted({*binds.ro, script})))
+        # The task names its own folder; until then the process waits in its private /tmp.
+        launch = sandbox.launch([sys.executable, script], visible, Path("/tmp"), wants_gpus(env_extra))
+        proc = subprocess.Popen(
+            launch.argv,
             cwd=tempfile.gettempdir(),
             env=base_env(env_extra),
             stdin=subprocess.PIPE,
@@ -76,33 +94,45 @@ class WarmPool:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=die_with_parent,
+            pass_fds=launch.pass_fds,
+            preexec_fn=launch.preexec_fn,
         )
+        proc.confined = launch.confined  # type: ignore[attr-defined]
+        return proc
 
-    def _top_up(self, env_extra: dict[str, str] | None) -> None:
-        key = self._key(env_extra)
+    def _top_up(self, env_extra: dict[str, str] | None, binds: Binds | None = None) -> None:
+        key = self._key(env_extra, binds)
         with self._lock:
             if self._closed:
                 return
             idle = [p for p in self._idle.get(key, []) if p.poll() is None]
             while len(idle) < self.size:
-                idle.append(self._start(env_extra))
+                idle.append(self._start(env_extra, key[1]))
             self._idle[key] = idle
 
-    def fill(self, env_extra: dict[str, str] | None = None, wait: bool = True) -> None:
-        """Start idle processes for this environment up to the pool size."""
+    def fill(
+        self, env_extra: dict[str, str] | None = None, wait: bool = True, binds: Binds | None = None
+    ) -> None:
+        """Start idle processes for this environment (and these binds) up to the pool size."""
         env = dict(env_extra or {})
-        self._on_thread(lambda: self._top_up(env), wait)
+        self._on_thread(lambda: self._top_up(env, binds), wait)
 
     def take(
-        self, env_extra: dict[str, str] | None, start: bool = False
+        self,
+        env_extra: dict[str, str] | None,
+        start: bool = False,
+        binds: Binds | None = None,
+        refill: bool = True,
     ) -> subprocess.Popen[bytes] | None:
-        """An idle pre-started process for this environment, or None; refills either way
-        (unless the pool was made with ``refill=False``).
+        """An idle pre-started process for this environment and binds, or None; refills
+        (unless the pool was made with ``refill=False``, or ``refill`` is False: a job's own
+        process is not replaced ahead of time).
 
         With ``start``, a process is started now (on the pool's thread) when none is idle;
-        it pays the whole start, but lives as long as the pool's thread (see above)."""
-        key = self._key(env_extra)
+        it pays the whole start, but lives as long as the pool's thread (see above).
+        Raises `SandboxUnavailable` when job code may not run here."""
+        self.sandbox_now().confines()
+        key = self._key(env_extra, binds)
         proc = None
         with self._lock:
             idle = self._idle.get(key, [])
@@ -118,12 +148,12 @@ class WarmPool:
             def start_one() -> None:
                 with self._lock:
                     if not self._closed:
-                        started.append(self._start(env_extra))
+                        started.append(self._start(env_extra, key[1]))
 
             self._on_thread(start_one, wait=True)
             proc = started[0] if started else None
-        if self.refill:
-            self.fill(env_extra, wait=False)
+        if refill and self.refill:
+            self.fill(env_extra, wait=False, binds=binds)
         return proc
 
     def close(self) -> None:

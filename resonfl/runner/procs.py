@@ -79,6 +79,30 @@ def kill_strays(pgid: int) -> None:
             continue
 
 
+def kill_sandbox_strays(bwrap_pid: int) -> None:
+    """Kill the processes in the sandbox that ``bwrap_pid`` started other than its init and
+    the job process (pid 2 inside), wherever they moved to (setsid, double fork)."""
+    try:
+        with open(f"/proc/{bwrap_pid}/task/{bwrap_pid}/children") as fh:
+            init = int(fh.read().split()[0])
+        namespace = os.readlink(f"/proc/{init}/ns/pid")
+        entries = os.listdir("/proc")
+    except (OSError, IndexError, ValueError):
+        return
+    for entry in entries:
+        if not entry.isdigit() or int(entry) in (init, bwrap_pid):
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != namespace:
+                continue
+            with open(f"/proc/{entry}/status") as fh:
+                inner = next(line for line in fh if line.startswith("NSpid:")).split()[-1]
+            if int(inner) > 2:
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, StopIteration, ValueError):
+            continue
+
+
 def die_with_parent() -> None:
     """Linux: the job process gets SIGKILL when the worker that started it dies (even by
     SIGKILL), so a killed site worker never leaves a job training on behind its back."""

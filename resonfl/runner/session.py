@@ -11,10 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from resonfl.runner.confine import Binds
 from resonfl.runner.env import folder_env
 from resonfl.runner.errors import SandboxCancelled, SandboxError, SandboxRun, SandboxTimeout
 from resonfl.runner.pool import WarmPool
-from resonfl.runner.procs import Stopped, close_pipes, kill_strays, kill_tree, read_lines, read_log
+from resonfl.runner.procs import (
+    Stopped,
+    close_pipes,
+    kill_sandbox_strays,
+    kill_strays,
+    kill_tree,
+    read_lines,
+    read_log,
+)
 
 
 class JobSession:
@@ -26,11 +35,19 @@ class JobSession:
     round keeps its own folder, log, environment and time limit. A round that fails, crashes,
     runs past its limit or is stopped kills the process (its whole session group); the next
     round starts a fresh one. Never shared between jobs: `SessionPool` keys it by job.
+
+    The process is confined to ``binds`` (the job's folders on this site, given by the
+    caller), or, without them, to the first round's folders; a round whose folders the running
+    process cannot see gets a fresh process that can.
     """
 
-    def __init__(self, pool: WarmPool, env_extra: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, pool: WarmPool, env_extra: dict[str, str] | None = None, binds: Binds | None = None
+    ) -> None:
         self.pool = pool
         self.env_extra = dict(env_extra or {})
+        self.binds = binds
+        self.proc_binds: Binds | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
@@ -51,9 +68,15 @@ class JobSession:
         log_path: Path | None = None,
         should_stop: Callable[[], str | None] | None = None,
         poll_s: float = 5.0,
+        binds: Binds | None = None,
     ) -> SandboxRun:
-        """Run one round's task in the job process; the same contract as `run_sandboxed`."""
+        """Run one round's task in the job process; the same contract as `run_sandboxed`.
+        ``binds``: the folders this round needs (default: ``work_dir`` read-write)."""
         log_path = log_path or work_dir / "job.log"
+        need = binds or Binds.of(rw=[work_dir])
+        outside = [p for p in (executor, task_path) if not need.covers(p)]
+        if outside:  # the executor and the task file are read where they are
+            need = Binds.of(rw=need.rw, ro=[*need.ro, *outside])
         started = time.monotonic()
         log_path.write_bytes(b"")
         request = {
@@ -63,12 +86,14 @@ class JobSession:
             "env": folder_env(work_dir),
             "round": round_num,
         }
+        self.pool.sandbox_now().hand_over([*need.rw, log_path], need.ro)
         with self.lock:
             try:
-                if self.proc is None or self.proc.poll() is not None:
-                    self._start(executor, work_dir, log_path)
+                alive = self.proc is not None and self.proc.poll() is None
+                if not alive or self.proc_binds is None or not self.proc_binds.includes(need):
+                    self._start(executor, work_dir, log_path, need)
                 if not self._send(request):  # it died since the last round: start afresh
-                    self._start(executor, work_dir, log_path)
+                    self._start(executor, work_dir, log_path, need)
                     if not self._send(request):
                         raise SandboxError("could not start the job process", read_log(log_path))
                 returncode = self._wait_done(started + timeout_s, should_stop, poll_s)
@@ -85,17 +110,22 @@ class JobSession:
             if returncode != 0:
                 self._discard()
             elif self.proc is not None:
-                kill_strays(self.proc.pid)  # children the round left behind in the group
+                # children the round left behind (in its group, or anywhere in its sandbox)
+                if getattr(self.proc, "confined", False):
+                    kill_sandbox_strays(self.proc.pid)
+                else:
+                    kill_strays(self.proc.pid)
             self.last_used = time.monotonic()
         return SandboxRun(returncode, read_log(log_path), time.monotonic() - started)
 
-    def _start(self, executor: Path, work_dir: Path, log_path: Path) -> None:
+    def _start(self, executor: Path, work_dir: Path, log_path: Path, need: Binds) -> None:
         self._discard()
-        proc = self.pool.take(self.env_extra, start=True)
+        binds = self.binds if self.binds is not None and self.binds.includes(need) else need
+        proc = self.pool.take(self.env_extra, start=True, binds=binds, refill=False)
         if proc is None or proc.stdin is None or proc.stdout is None:
             raise SandboxError("could not start the job process (the pool is closed)")
         self.starts += 1
-        self.proc = proc
+        self.proc, self.proc_binds = proc, binds
         lines: queue.Queue[bytes | None] = queue.Queue()
         self._lines = lines
         threading.Thread(
@@ -178,19 +208,22 @@ class SessionPool:
         self.pool = pool
         self.idle_timeout_s = idle_timeout_s
         self.max_sessions = max_sessions
-        self._sessions: dict[tuple[str, tuple[tuple[str, str], ...]], JobSession] = {}
+        self._sessions: dict[tuple[str, Any], JobSession] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="job-sessions", daemon=True)
         self._reaper.start()
 
-    def session(self, job_key: str, env_extra: dict[str, str] | None = None) -> JobSession:
-        key = (str(job_key), WarmPool._key(env_extra))
+    def session(
+        self, job_key: str, env_extra: dict[str, str] | None = None, binds: Binds | None = None
+    ) -> JobSession:
+        """This job's session (made on first use); ``binds``: the job's folders here."""
+        key = (str(job_key), WarmPool._key(env_extra, binds))
         evicted: list[JobSession] = []
         with self._lock:
             found = self._sessions.get(key)
             if found is None:
-                found = self._sessions[key] = JobSession(self.pool, env_extra)
+                found = self._sessions[key] = JobSession(self.pool, env_extra, binds)
             found.last_used = time.monotonic()
             if self.max_sessions is not None:
                 others = sorted(

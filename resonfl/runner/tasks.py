@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resonfl.job import CLIENT_CONFIG, EXECUTOR, META, MODEL_DEF, PERSISTOR, SERVER_CONFIG
+from resonfl.runner.confine import Binds
 from resonfl.runner.errors import SandboxError
 from resonfl.runner.pool import WarmPool
 from resonfl.runner.run import run_sandboxed
@@ -53,10 +54,15 @@ def init_global_weights(
     staged = stage_job(Path(job_dir).resolve(), work / "job")
     out = Path(out_path).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Written inside the run's own folder (all the sandbox can write), then copied out.
+    inside = work / "initial.safetensors"
+    inside.unlink(missing_ok=True)
     argv = [sys.executable, str(staged / PERSISTOR), "init", "--job-dir", str(staged)]
-    run = run_sandboxed(argv + ["--out", str(out)], work, timeout_s)
-    if run.returncode != 0 or not out.is_file():
+    env = {"CUDA_VISIBLE_DEVICES": ""}  # the server builds the initial model on the CPU
+    run = run_sandboxed(argv + ["--out", str(inside)], work, timeout_s, env)
+    if run.returncode != 0 or not inside.is_file():
         raise SandboxError(_last_error(run.log, "building the initial model failed"), run.log)
+    shutil.copyfile(inside, out)
     return out
 
 
@@ -103,9 +109,13 @@ def run_site_round(
     }
     task_path = work / "task.json"
     task_path.write_text(json.dumps(task, indent=2), encoding="utf-8")
+    # What the job process sees: this round's folder and the job's STATE_DIR (read-write), its
+    # data and the global weights (read-only); nothing else of this machine's files.
+    binds = Binds.of(rw=[work, state], ro=[task["data_root"], task["weights_in"]])
     if session is not None:
         run = session.run_round(
-            staged / EXECUTOR, task_path, work, round_num, timeout_s, should_stop=should_stop
+            staged / EXECUTOR, task_path, work, round_num, timeout_s, should_stop=should_stop,
+            binds=binds,
         )
     else:
         run = run_sandboxed(
@@ -115,6 +125,7 @@ def run_site_round(
             env_extra,
             pool=pool,
             should_stop=should_stop,
+            binds=binds,
         )
     result = _read_result(work / "result.json")
     if run.returncode != 0 or "error" in result or not (work / "update.safetensors").is_file():

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from backend.core.config import Settings
-from workers.settings import SiteWorkerSettings
+from workers.settings import SandboxSettings, SiteWorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ("resonfl", "backend", "workers", "launcher", "migrations")
@@ -26,6 +26,7 @@ def _read() -> set[str]:
     """Settings fields (pydantic-settings reads RESONFL_<FIELD>) and names the code spells out."""
     fields = {f"RESONFL_{n.upper()}" for n in Settings.model_fields}
     fields |= {f"RESONFL_{n.upper()}" for n in SiteWorkerSettings.model_fields}
+    fields |= {f"RESONFL_SANDBOX_{n.upper()}" for n in SandboxSettings.model_fields}
     spelled = {n for p in _code_files() for n in NAME.findall(p.read_text("utf-8"))}
     return fields | spelled
 

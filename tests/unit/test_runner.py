@@ -49,22 +49,35 @@ def test_job_process_runs_in_its_own_folder(tmp_path: Path) -> None:
 
 
 def test_time_limit_kills_the_process_and_its_children(tmp_path: Path) -> None:
-    marker = tmp_path / "child.pid"
+    token = f"time.sleep(60.{os.getpid()})"  # names the child in `ps`, outside the sandbox too
     script = (
         "import subprocess, sys, time;"
-        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
-        f"open({str(marker)!r}, 'w').write(str(p.pid));"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; {token}']);"
+        "print('started', flush=True);"
         "time.sleep(60)"
     )
     started = time.monotonic()
 
-    with pytest.raises(SandboxTimeout):
+    with pytest.raises(SandboxTimeout) as caught:
         run_sandboxed([sys.executable, "-c", script], tmp_path / "w", timeout_s=3)
 
+    assert "started" in caught.value.log
     assert time.monotonic() - started < 20
-    child = int(marker.read_text())
     time.sleep(0.5)
-    assert not _alive(child)
+    assert not _running_with(token)
+
+
+def _running_with(token: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``token``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _alive(int(entry)):
+            try:
+                if token in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
 
 
 def _alive(pid: int) -> bool:
@@ -114,25 +127,26 @@ def test_persistor_refuses_a_pickle_with_code(tmp_path: Path) -> None:
 
 
 def test_job_process_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
-    pidfile = tmp_path / "job.pid"
-    job_code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    token = f"time.sleep(60.{os.getpid()}1)"
+    work = tmp_path / "w"
+    job_code = f"import time; open('started', 'w').write('1'); {token}"
     starter = tmp_path / "starter.py"
     starter.write_text(
         "import sys, pathlib\n"
         "from resonfl.runner import run_sandboxed\n"
-        f"run_sandboxed([sys.executable, '-c', {job_code!r}], pathlib.Path({str(tmp_path / 'w')!r}), 120)\n"
+        f"run_sandboxed([sys.executable, '-c', {job_code!r}], pathlib.Path({str(work)!r}), 120)\n"
     )
     parent = subprocess.Popen([sys.executable, str(starter)])
     deadline = time.monotonic() + 30
-    while not pidfile.exists() and time.monotonic() < deadline:
+    while not (work / "started").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    job_pid = int(pidfile.read_text())
+    assert _running_with(token)
 
     parent.kill()  # SIGKILL: no cleanup code runs in the parent
     parent.wait()
     time.sleep(1)
 
-    assert not _alive(job_pid)
+    assert not _running_with(token)
 
 
 def test_a_pre_started_process_runs_the_task_with_the_same_isolation(
@@ -209,8 +223,9 @@ def test_a_stop_request_kills_the_run_within_one_poll(tmp_path: Path) -> None:
 
 
 STUCK_SERVER = """
-import json, os, sys, time
+import json, os, subprocess, sys, time
 request = json.loads(sys.stdin.readline())  # the round's request
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120.%d)" % int(sys.argv[-1])])
 open(request["cwd"] + "/pid", "w").write(str(os.getpid()))
 time.sleep(120)
 """
@@ -224,6 +239,7 @@ def test_a_job_process_kept_across_rounds_is_killed_at_the_limit_or_on_stop(
 
     script = tmp_path / "server.py"
     script.write_text(STUCK_SERVER)
+    (tmp_path / "task.json").write_text("{}")
     work = tmp_path / "w"
     work.mkdir()
     started = time.monotonic()
@@ -239,7 +255,8 @@ def test_a_job_process_kept_across_rounds_is_killed_at_the_limit_or_on_stop(
         assert session.pid is None
     assert time.monotonic() - started < 60
     time.sleep(0.5)
-    assert not _alive(int((work / "pid").read_text()))
+    assert (work / "pid").exists()
+    assert not _running_with("time.sleep(120.1)")  # its child, killed with it
 
 
 def test_closing_a_job_ends_its_process_and_sessions_are_per_job(tmp_path: Path) -> None:
