@@ -109,6 +109,21 @@ class ArtifactStore:
         key = uuid.uuid4().hex
         return ArtifactWriter(self.tmp / f"{key}.part", self.path(key), key, max_bytes)
 
+    def adopt(self, path: Path, sha256: str) -> tuple[str, str, int]:
+        """Move a finished file from this store's scratch into the store (no copy, no second
+        hash: the writer hashed it; fsynced, as this is used for the round's global weights).
+        Returns (key, sha256, size)."""
+        path = Path(path)
+        if not path.resolve().is_relative_to(self.tmp):
+            raise ValueError(f"{path} is not in this store's scratch folder")
+        key = uuid.uuid4().hex
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(path, target)
+        return key, sha256, target.stat().st_size
+
     def put_file(self, path: Path) -> tuple[str, str, int]:
         with path.open("rb") as fh:
             return self.put(fh)

@@ -44,7 +44,9 @@ def get_weights(model: torch.nn.Module) -> list[np.ndarray]:
 
 def set_weights(model: torch.nn.Module, weights: list[np.ndarray]) -> None:
     keys = list(model.state_dict())
-    model.load_state_dict({k: torch.from_numpy(np.asarray(w)) for k, w in zip(keys, weights, strict=True)})
+    model.load_state_dict(
+        {k: torch.from_numpy(np.asarray(w)) for k, w in zip(keys, weights, strict=True)}
+    )
 
 
 class BenchClient(NumPyClient):

@@ -59,12 +59,25 @@ def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
 
 
 class CifarResNet(nn.Module):
-    """ResNet for 32x32 inputs: 3x3 stem, no max-pool, four stages (64..512), global pool."""
+    """ResNet for 32x32 inputs: 3x3 stem, no max-pool, four stages (64..512), global pool.
+    `imagenet_stem` gives the 224 px ResNet instead (7x7 stride-2 stem and a max-pool)."""
 
-    def __init__(self, depth: int = 18, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(
+        self, depth: int = 18, num_classes: int = NUM_CLASSES, imagenet_stem: bool = False
+    ) -> None:
         super().__init__()
         block, layers = {18: (BasicBlock, [2, 2, 2, 2]), 50: (Bottleneck, [3, 4, 6, 3])}[depth]
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        if imagenet_stem:
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1),
+            )
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
+            )
         stages: list[nn.Module] = []
         cin = 64
         for i, (width, count) in enumerate(zip([64, 128, 256, 512], layers, strict=True)):
@@ -101,3 +114,50 @@ def fl_evaluate_model(model, env, logger):
 def fl_train_model(model, env, out_dir, logger):
     """One SGD step on random images (ResonFL's entry point)."""
     return {"samples": sgd_step(model, env.seed_everything())}
+
+
+# -- the GPU benchmark's job (bench/gpu_throughput.py): ResNet-50, 224 px, bf16, AdamW ------
+def gpu_train_loop(model: nn.Module, batch: int, steps: int, warmup: int = 5) -> dict[str, float]:
+    """`steps` AdamW steps on synthetic 224 px images already on the GPU, bf16 autocast,
+    channels_last; returns images/s over the timed steps and the CUDA memory high-water mark.
+    The same function is the plain-PyTorch baseline and the job's round, so the two differ
+    only in what runs around it."""
+    device = torch.device("cuda")
+    model.to(device, memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    x = torch.randn(batch, 3, 224, 224, device=device).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    torch.cuda.reset_peak_memory_stats()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    import time
+
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    return {
+        "images_per_s": batch * steps / elapsed,
+        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
+        "cuda_allocated_mb": torch.cuda.memory_allocated() / 2**20,
+    }
+
+
+def fl_train_gpu(model, env, out_dir, logger):
+    """The GPU benchmark's round (ResonFL's entry point): batch and steps from the job's
+    training `extra` (GPU_BATCH, GPU_STEPS, exported as environment variables)."""
+    import os
+
+    out = gpu_train_loop(model, int(os.environ["GPU_BATCH"]), int(os.environ["GPU_STEPS"]))
+    model.to("cpu")
+    return {"samples": int(os.environ["GPU_BATCH"]) * int(os.environ["GPU_STEPS"]), "metrics": out}

@@ -74,8 +74,9 @@ def bench_job(depth: int, sites: int, rounds: int) -> Any:
         training=TrainingConfig(
             optimizer="sgd", lr=0.01, batch_size=8, local_steps=1, persist_optimizer_state=False
         ),
-        federation=FederationConfig(sites=[f"site-{i}" for i in range(1, sites + 1)],
-                                    num_rounds=rounds),
+        federation=FederationConfig(
+            sites=[f"site-{i}" for i in range(1, sites + 1)], num_rounds=rounds
+        ),
     )
 
 
@@ -141,7 +142,9 @@ def site_phases(log_dir: Path, job_id: int) -> dict[tuple[int, str], dict[str, f
     return phases
 
 
-def round_rows(job: dict[str, Any], phases: dict[tuple[int, str], dict[str, float]]) -> list[dict[str, Any]]:
+def round_rows(
+    job: dict[str, Any], phases: dict[tuple[int, str], dict[str, float]]
+) -> list[dict[str, Any]]:
     """One row per round: wall time, slowest training, overhead and its parts."""
     rows = []
     for rnd in job["rounds"]:
@@ -169,7 +172,9 @@ def round_rows(job: dict[str, Any], phases: dict[tuple[int, str], dict[str, floa
             # the last upload to land decides when aggregation can start
             last = max(
                 (p for (r, _), p in phases.items() if r == rnd["number"]),
-                key=lambda p: p["start"] + p["prepare_s"] + p["download_s"] + p["run_s"] + p["upload_s"],
+                key=lambda p: (
+                    p["start"] + p["prepare_s"] + p["download_s"] + p["run_s"] + p["upload_s"]
+                ),
             )
             row.update(
                 site_load_save_s=max(last["run_s"] - last["train_s"], 0.0),
@@ -234,9 +239,23 @@ def run_flower(args: argparse.Namespace, name: str) -> dict[str, Any]:
     threads = max(1, (os.cpu_count() or 1) // args.sites)  # as LocalPlatform caps job processes
     load_before = load_avg()
     proc = subprocess.run(
-        [str(FLOWER_PY), str(BENCH / "flower_peer.py"), "--model", name, "--sites",
-         str(args.sites), "--rounds", str(args.rounds), "--threads", str(threads)],
-        capture_output=True, text=True, env=env, timeout=args.timeout, check=False,
+        [
+            str(FLOWER_PY),
+            str(BENCH / "flower_peer.py"),
+            "--model",
+            name,
+            "--sites",
+            str(args.sites),
+            "--rounds",
+            str(args.rounds),
+            "--threads",
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=args.timeout,
+        check=False,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -252,11 +271,20 @@ def median(rows: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarise(name: str, ours: dict[str, Any], floor: dict[str, float],
-              flower: dict[str, Any] | None) -> dict[str, Any]:
+def summarise(
+    name: str, ours: dict[str, Any], floor: dict[str, float], flower: dict[str, Any] | None
+) -> dict[str, Any]:
     steady = [r for r in ours["rounds"] if r["round"] >= 1]  # rounds 2-6
-    keys = ["round_s", "train_s", "overhead_s", "site_load_save_s", "download_s", "upload_s",
-            "aggregate_s", "dispatch_s"]
+    keys = [
+        "round_s",
+        "train_s",
+        "overhead_s",
+        "site_load_save_s",
+        "download_s",
+        "upload_s",
+        "aggregate_s",
+        "dispatch_s",
+    ]
     summary: dict[str, Any] = {k: median(steady, k) for k in keys}
     first = next((r for r in ours["rounds"] if r["round"] == 0), None)
     summary["first_round_s"] = first["round_s"] if first else None
@@ -266,7 +294,9 @@ def summarise(name: str, ours: dict[str, Any], floor: dict[str, float],
     if flower:
         fl_steady = [r for r in flower["rounds"] if r["round"] >= 1]
         summary["flower_round_s"] = median(fl_steady, "round_s")
-        summary["flower_first_round_s"] = flower["rounds"][0]["round_s"] if flower["rounds"] else None
+        summary["flower_first_round_s"] = (
+            flower["rounds"][0]["round_s"] if flower["rounds"] else None
+        )
         summary["round_over_flower"] = summary["round_s"] / summary["flower_round_s"]
         summary["flower_load"] = [flower["load_before"], flower["load_after"]]
     summary["targets"] = {
@@ -312,13 +342,27 @@ def print_table(summaries: dict[str, dict[str, Any]]) -> None:
     for label, key, unit in rows:
         if all(summaries[n].get(key) is None for n in names):
             continue
-        print(label.ljust(width) + "".join(fmt(summaries[n].get(key), unit).rjust(12) for n in names))
-    print("load avg (1 min) ours".ljust(width) + "".join(
-        f"{summaries[n]['load'][0]:.1f}-{summaries[n]['load'][1]:.1f}".rjust(12) for n in names))
+        print(
+            label.ljust(width) + "".join(fmt(summaries[n].get(key), unit).rjust(12) for n in names)
+        )
+    print(
+        "load avg (1 min) ours".ljust(width)
+        + "".join(
+            f"{summaries[n]['load'][0]:.1f}-{summaries[n]['load'][1]:.1f}".rjust(12) for n in names
+        )
+    )
     if any("flower_load" in summaries[n] for n in names):
-        print("load avg (1 min) Flower".ljust(width) + "".join(
-            (f"{summaries[n]['flower_load'][0]:.1f}-{summaries[n]['flower_load'][1]:.1f}"
-             if "flower_load" in summaries[n] else "-").rjust(12) for n in names))
+        print(
+            "load avg (1 min) Flower".ljust(width)
+            + "".join(
+                (
+                    f"{summaries[n]['flower_load'][0]:.1f}-{summaries[n]['flower_load'][1]:.1f}"
+                    if "flower_load" in summaries[n]
+                    else "-"
+                ).rjust(12)
+                for n in names
+            )
+        )
     print("\ntargets:")
     for n in names:
         for target, met in summaries[n]["targets"].items():
@@ -327,8 +371,9 @@ def print_table(summaries: dict[str, dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="resnet18,resnet50",
-                        type=lambda s: [m for m in s.split(",") if m])
+    parser.add_argument(
+        "--models", default="resnet18,resnet50", type=lambda s: [m for m in s.split(",") if m]
+    )
     parser.add_argument("--sites", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--peer", choices=["flower"], default=None)
@@ -341,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
 
-    print(f"{args.sites} sites, {args.rounds} rounds, one SGD step on 8 random 3x32x32 images "
-          f"per round and site; {os.cpu_count()} cores, load {load_avg():.1f}")
+    print(
+        f"{args.sites} sites, {args.rounds} rounds, one SGD step on 8 random 3x32x32 images "
+        f"per round and site; {os.cpu_count()} cores, load {load_avg():.1f}"
+    )
     with tempfile.TemporaryDirectory(prefix="resonfl-bench-") as tmp:
         work = Path(tmp)
         floors = {m: transport_floor(MODELS[m], args.sites, work) for m in args.models}
@@ -353,8 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "platform": sys.platform,
-                    "uname": " ".join(os.uname())},
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": sys.platform,
+            "uname": " ".join(os.uname()),
+        },
         "summary": summaries,
         "platform": ours,
         "flower": flower,

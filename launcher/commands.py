@@ -134,6 +134,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     configure_sandbox(args.unsafe_no_sandbox, f"site worker {cfg.site}")
     cfg.data_root.mkdir(parents=True, exist_ok=True)
     site_worker.install(cfg)
+    site_worker.prewarm(cfg)
     app = make_celery(args.broker or env.broker_url)
     register_tasks(app, "site")
     beat = site_worker.Heartbeat(cfg)
@@ -233,8 +234,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     if args.migrate:
         cmd_migrate(args)
     uvicorn.run(
-        "backend.app:create_app", factory=True, host=args.host, port=args.port,
-        workers=args.workers, proxy_headers=True,
+        "backend.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=True,
     )
     return 0
 

@@ -174,6 +174,12 @@ def _warm_pool() -> Any:
 _SESSIONS: Any = None
 
 
+def prewarm(cfg: SiteConfig) -> None:
+    """Start a job process (Python + torch imported) now, before any job arrives, so that a
+    job's first round on this site does not pay for it (seconds on a small machine)."""
+    _warm_pool().fill(_job_env(cfg, cfg.visible_gpus()), wait=False)
+
+
 def _job_sessions() -> Any:
     """One job process per job, kept across that job's rounds on this site (closed when the
     job ends, when another job's round takes its place, or after 10 idle minutes)."""

@@ -55,6 +55,20 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def atomic_link(source: Path, path: Path) -> None:
+    """Make ``path`` name the same file as ``source`` (atomically replacing it): the rolling
+    GLOBAL_MODEL.pt costs a directory entry, not a second write of the model. Where hard
+    links are not allowed, a copy."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, path)
+
+
 def load_state_dict_file(path: Path) -> StateDict:
     """Read weights safely: safetensors, or torch.load with weights_only=True (no pickle code)."""
     path = Path(path)
@@ -138,7 +152,7 @@ class PTFileModelPersistor:
         """Write GLOBAL_MODEL_round_N.pt, then the rolling GLOBAL_MODEL.pt."""
         target = self.files_out / ROUND_MODEL.format(round_num)
         atomic_torch_save(weights, target)
-        atomic_torch_save(weights, self.files_out / GLOBAL_MODEL)
+        atomic_link(target, self.files_out / GLOBAL_MODEL)
         return target
 
     def save_final(self, weights: StateDict) -> Path:
