@@ -18,7 +18,6 @@ import subprocess
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from resonfl.archives import safe_extract
 from resonfl.http import NO_RETRY, ApiClient, RetryPolicy, raise_if_retryable
 from workers.client_state import begin_round
 from workers.settings import SiteWorkerSettings, parse_gpus
@@ -34,6 +34,7 @@ log = logging.getLogger("resonfl.site")
 
 # A round's requests ride out an API restart of up to about two minutes.
 ROUND_RETRY = RetryPolicy(budget_s=120.0)
+BUNDLE_MAX_BYTES = 1 << 40  # a bound on what a download may unpack to, far above any job
 
 
 @dataclass
@@ -424,15 +425,11 @@ def _data_root(api: SiteAPI, cfg: SiteConfig, job_id: int, job_dir: Path) -> Pat
 
 
 def _safe_extract(zpath: Path, target: Path) -> None:
-    """Unzip refusing absolute paths and `..` (the server is trusted, but not blindly)."""
+    """Unzip a download from the server with the one extractor (`resonfl.archives`): the
+    server is trusted, but not blindly (no `..`, absolute paths or symlinks)."""
     target.mkdir(parents=True)
-    root = target.resolve()
-    with zipfile.ZipFile(zpath) as zf:
-        for member in zf.infolist():
-            dest = (root / member.filename).resolve()
-            if not dest.is_relative_to(root):
-                raise RuntimeError(f"bundle entry escapes the folder: {member.filename!r}")
-        zf.extractall(root)
+    with zpath.open("rb") as source:
+        safe_extract(source, target, zpath.name, max_bytes=BUNDLE_MAX_BYTES)
 
 
 def _nvidia_smi() -> list[dict[str, Any]]:

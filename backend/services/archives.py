@@ -1,137 +1,48 @@
-"""Zip files in and out: safe extraction of uploads, bundles for sites."""
+"""Zip files in and out: uploads unpacked safely (the one extractor, `resonfl.archives`, with
+its refusals turned into 422/413), bundles for sites."""
 
 from __future__ import annotations
 
-import errno
-import lzma
-import stat
 import zipfile
-import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from resonfl import archives
+from resonfl.archives import ArchiveError, ArchiveTooLarge
+
 from backend.services.errors import InvalidSubmission, PayloadTooLarge
 
-_SKIP = ("__MACOSX/",)
-_CHUNK = 1 << 20
-_NAME_MAX = 255  # bytes per path component on common filesystems
-# What zipfile raises for archives it cannot read: a broken central directory, an encrypted
-# or unsupported entry, corrupt compressed data (zlib, bz2 raises OSError, lzma), a bad CRC.
-_ZIP_ERRORS = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    NotImplementedError,
-    RuntimeError,
-    ValueError,
-    EOFError,
-    OverflowError,
-    zlib.error,
-    lzma.LZMAError,
-)
-# Entries that clash with each other on disk (a file where a folder is, and the reverse).
-_CLASH_ERRNOS = {errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG}
+
+@contextmanager
+def _as_submission_errors() -> Iterator[None]:
+    try:
+        yield
+    except ArchiveTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from None
+    except ArchiveError as exc:
+        raise InvalidSubmission(exc.what, exc.name, exc.message) from None
 
 
 def member_path(name: str, what: str) -> PurePosixPath | None:
-    """The safe relative path of a zip member, None for entries to skip; raises on `../`,
-    absolute paths and other tricks."""
-    if name.startswith(_SKIP) or name.endswith("/.DS_Store") or name == ".DS_Store":
-        return None
-    if "\\" in name or "\x00" in name:
-        raise InvalidSubmission(what, name, "zip entry has a backslash or NUL in its path")
-    path = PurePosixPath(name)
-    if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
-        raise InvalidSubmission(what, name, "zip entry has an absolute path")
-    if ".." in path.parts:
-        raise InvalidSubmission(what, name, "zip entry escapes the folder ('..' in its path)")
-    if not path.parts:
-        if name.endswith("/"):
-            return None  # "./": the folder itself
-        raise InvalidSubmission(what, name, "zip entry has an empty path")
-    if any(len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX for part in path.parts):
-        raise InvalidSubmission(what, name, f"zip entry has a name over {_NAME_MAX} bytes")
-    return path
+    """`resonfl.archives.member_path`, refusals as InvalidSubmission."""
+    with _as_submission_errors():
+        return archives.member_path(name, what)
 
 
 def safe_extract(
     source: BinaryIO, dest: Path, what: str, max_bytes: int, strip: str | None = None
 ) -> list[PurePosixPath]:
-    """Extract a zip into `dest`; refuse traversal, absolute paths, symlinks and more than
-    `max_bytes` uncompressed (counted while writing: zip headers can lie). `strip` drops a
-    leading folder. Returns the relative paths written."""
-    archive = _open_zip(source, what)
-    written: list[PurePosixPath] = []
-    total = 0
-    with archive:
-        for info in archive.infolist():
-            rel = member_path(info.filename, what)
-            if rel is None:
-                continue
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise InvalidSubmission(what, info.filename, "zip entry is a symbolic link")
-            if strip is not None:
-                if not rel.parts or rel.parts[0] != strip:
-                    continue
-                rel = PurePosixPath(*rel.parts[1:])
-                if not rel.parts:
-                    continue
-            target = dest.joinpath(*rel.parts)
-            try:
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                out = target.open("wb")
-            except OSError as exc:
-                if exc.errno not in _CLASH_ERRNOS:
-                    raise
-                raise InvalidSubmission(
-                    what,
-                    info.filename,
-                    "zip entry clashes with another (a file and a folder "
-                    "of the same name, or a path too long)",
-                ) from None
-            with out:
-                for chunk in _read_entry(archive, info, what):
-                    total += len(chunk)
-                    if total > max_bytes:
-                        raise PayloadTooLarge(
-                            f"{what}: unpacks to more than max_upload_bytes ({max_bytes} bytes)"
-                        )
-                    out.write(chunk)
-            written.append(rel)
-    return written
-
-
-def _open_zip(source: BinaryIO, what: str) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(source)
-    except (*_ZIP_ERRORS, OSError) as exc:
-        detail = f": {exc}" if not isinstance(exc, zipfile.BadZipFile) else ""
-        raise InvalidSubmission(what, "", f"not a zip file{detail}") from None
-
-
-def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> Iterator[bytes]:
-    """The entry's bytes in chunks; a corrupt, encrypted or unsupported entry is the
-    uploader's error. (Only reading is guarded: a failing write is the server's.)"""
-    try:
-        with archive.open(info) as src:
-            while chunk := src.read(_CHUNK):
-                yield chunk
-    except (*_ZIP_ERRORS, OSError) as exc:
-        raise InvalidSubmission(what, info.filename, f"zip entry cannot be read: {exc}") from None
+    """`resonfl.archives.safe_extract`, refusals as InvalidSubmission / PayloadTooLarge."""
+    with _as_submission_errors():
+        return archives.safe_extract(source, dest, what, max_bytes, strip)
 
 
 def zip_names(source: BinaryIO, what: str) -> list[PurePosixPath]:
-    """Checked member paths of a zip, without extracting."""
-    try:
-        with _open_zip(source, what) as archive:
-            names = [member_path(i.filename, what) for i in archive.infolist()]
-    finally:
-        source.seek(0)
-    return [n for n in names if n is not None]
+    """`resonfl.archives.zip_names`, refusals as InvalidSubmission."""
+    with _as_submission_errors():
+        return archives.zip_names(source, what)
 
 
 def write_zip(target: Path, entries: Iterable[tuple[Path, str]]) -> Path:
