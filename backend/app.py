@@ -25,6 +25,7 @@ from backend.services.errors import (
     ServiceError,
 )
 from backend.storage import ArtifactStore
+from backend.web.headers import SecurityHeaders
 from resonfl import __version__
 
 API_PREFIX = "/api/v1"
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 
     mount_web(app)
     app.add_middleware(MaxBodySize, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])
     def read_health() -> dict[str, str]:

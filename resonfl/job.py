@@ -41,6 +41,14 @@ SHARDS_DIR = "shards"
 EXECUTOR_CLASS = "custom_client_executor.GenericClientExecutor"
 PERSISTOR_CLASS = "custom_persistor.PTFileModelPersistor"
 SHAREABLE_GENERATOR_CLASS = "resonfl.fl.shareable.FullModelShareableGenerator"
+MAX_JSON_BYTES = 1024 * 1024
+# meta.json's schema is closed: these keys (what `Job.meta` writes), nothing else.
+META_KEYS = frozenset(
+    {
+        "format_version", "name", "platform_version", "deploy_map", "sites", "min_clients",
+        "resource_spec", "model_checkpoint", "requirements", "shards",
+    }
+)
 TRAIN_TASK = "train"
 
 
@@ -368,6 +376,11 @@ def _read_json(folder: Path, name: str) -> dict[str, Any]:
     path = folder / name
     if not path.is_file():
         raise JobValidationError(name, "", "file is missing")
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:  # read back and echoed on every job read: keep them small
+        raise JobValidationError(
+            name, "", f"{size} bytes; a job's JSON file may hold at most {MAX_JSON_BYTES}"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -383,6 +396,21 @@ def _read_json(folder: Path, name: str) -> dict[str, Any]:
             name, "format_version", f"must be {FORMAT_VERSION}, got {data.get('format_version')!r}"
         )
     return data
+
+
+def _check_fixed_paths(server: dict[str, Any]) -> None:
+    """Components the platform itself provides: their `path` must name the platform's class
+    (a job cannot swap in another persistor, or `os.system`)."""
+    fixed = {"persistor": PERSISTOR_CLASS, "shareable_generator": SHAREABLE_GENERATOR_CLASS}
+    for index, comp in enumerate(server.get("components") or []):
+        if isinstance(comp, dict) and comp.get("id") in fixed:
+            if comp.get("path") != fixed[comp["id"]]:
+                raise JobValidationError(
+                    SERVER_CONFIG,
+                    f"components[{index}].path",
+                    f"the {comp['id']} is the platform's: must be {fixed[comp['id']]}, "
+                    f"got {comp.get('path')!r}",
+                )
 
 
 def _no_constant(token: str) -> Any:
@@ -518,7 +546,13 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
     wf_args = dict(_get(workflow, SERVER_CONFIG, "args", dict))
     aggregator = _component(server, SERVER_CONFIG, "aggregator")
     persistor = _component(server, SERVER_CONFIG, "persistor")
+    _check_fixed_paths(server)
     _check_same_model(client, server, persistor)
+    unknown = sorted(set(meta) - META_KEYS)
+    if unknown:
+        raise JobValidationError(
+            META, unknown[0], f"unknown key; meta.json holds only {', '.join(sorted(META_KEYS))}"
+        )
     sites = _get(meta, META, "sites", list)
     num_rounds = wf_args.pop("num_rounds", None)
     min_clients = wf_args.pop("min_clients", None)

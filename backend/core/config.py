@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         default=512 * 1024 * 1024, gt=0, description="per request and per zip"
     )
     site_heartbeat_timeout_s: float = Field(default=60.0, gt=0)
+    secure_cookies: bool | None = Field(
+        default=None,
+        description="mark the sign-in cookie Secure (HTTPS only); None: in production only",
+    )
 
     @model_validator(mode="after")
     def _defaults_and_secret(self) -> Settings:

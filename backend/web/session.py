@@ -119,6 +119,14 @@ def load_session(request: Request) -> WebSession:
     return sess
 
 
+def _secure(request: Request) -> bool:
+    """Secure cookies behind HTTPS: RESONFL_SECURE_COOKIES, else only in production."""
+    settings = request.app.state.settings
+    if settings.secure_cookies is not None:
+        return bool(settings.secure_cookies)
+    return bool(settings.environment == "production")
+
+
 def save_session(request: Request, response: Response) -> Response:
     """Write the cookie when the session is new or changed."""
     sess = load_session(request)
@@ -133,7 +141,7 @@ def save_session(request: Request, response: Response) -> Response:
             max_age=MAX_AGE_S,
             httponly=True,
             samesite="lax",
-            secure=request.app.state.settings.environment == "production",
+            secure=_secure(request),
             path="/",
         )
     return response
