@@ -324,13 +324,13 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
         log.info("job %s round %s: %s", job_id, round_num, exc)
         return str(exc)
     except SandboxError as exc:
-        api.state(job_id, round_num, "failed", error=str(exc), log_text=exc.log)
+        api.state(job_id, round_num, "failed", error=str(exc), log_text=_sandbox_line() + exc.log)
         return f"failed: {exc}"
     phases["run_s"], phases["train_s"] = time.monotonic() - mark, result.train_s
     if round_num >= fed.num_rounds - 1:
         _close_job_process(job_id)  # its last round: nothing more will come for it
     # the log goes with this report: the upload's meta travels in a header, kept small
-    api.state(job_id, round_num, "uploading", log_text=result.log)
+    api.state(job_id, round_num, "uploading", log_text=_sandbox_line() + result.log)
     meta = {
         "samples": result.samples,
         "metrics": result.metrics,
@@ -345,6 +345,14 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     log.info("round timings %s", json.dumps({"job": job_id, "round": round_num, **phases}))
     shutil.rmtree(work, ignore_errors=True)
     return f"uploaded job {job_id} round {round_num}: {result.samples} samples"
+
+
+def _sandbox_line() -> str:
+    """The confinement and limits that applied, first line of the round's log (job page,
+    `resonfl logs`)."""
+    from resonfl.runner import confine
+
+    return f"[sandbox] {json.dumps(confine.current().describe(), sort_keys=True)}\n"
 
 
 def _stop_when_job_moves_on(api: SiteAPI, job_id: int, round_num: int) -> Callable[[], str | None]:

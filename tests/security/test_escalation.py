@@ -101,6 +101,12 @@ def test_job_code_reaches_no_secret_file_or_port(
     # and so nothing of the server's own state reached the user through the error text
     for secret in (PLATFORM_SECRET, *platform.site_tokens.values(), str(platform.database_url)):
         assert secret not in job["error"]
+    if where == "site":  # the round's log says which confinement and limits applied
+        logs = httpx.get(
+            f"{platform.url}/api/v1/jobs/{job['id']}/logs",
+            headers={"Authorization": f"Bearer {platform.admin_token}"}, timeout=30,
+        ).text
+        assert '[sandbox] {\\"confined\\": true' in logs or '[sandbox] {"confined": true' in logs
 
 
 def test_no_process_that_starts_job_code_holds_a_secret_in_its_environment(
