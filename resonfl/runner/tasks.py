@@ -111,7 +111,7 @@ def run_site_round(
     task_path.write_text(json.dumps(task, indent=2), encoding="utf-8")
     # What the job process sees: this round's folder and the job's STATE_DIR (read-write), its
     # data and the global weights (read-only); nothing else of this machine's files.
-    binds = Binds.of(rw=[work, state], ro=[task["data_root"], task["weights_in"]])
+    binds = Binds.of(rw=[work, state], ro=[str(task["data_root"]), str(task["weights_in"])])
     if session is not None:
         run = session.run_round(
             staged / EXECUTOR, task_path, work, round_num, timeout_s, should_stop=should_stop,
