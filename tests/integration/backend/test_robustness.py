@@ -432,8 +432,10 @@ def _append(name: str, data: bytes) -> Callable[[Path], None]:
         (_prepend("meta.json", b'"x": NaN, '), "meta.json", "", "NaN"),
         (_prepend("config_fed_client.json", b'"x": Infinity, '), "config_fed_client.json", "", "Infinity"),
         (_prepend("config_fed_server.json", b'"x": ' + b"[" * 100_000 + b"]" * 100_000 + b", "), "config_fed_server.json", "", "deeply"),
-        (_prepend("meta.json", b'"x": "\\ud800", '), "meta.json", "x", "surrogates"),
-        (_prepend("meta.json", b'"x": "\\u0000", '), "meta.json", "x", "NUL"),
+        # (meta.json's schema is closed, so unstorable text goes where free keys are allowed)
+        (_prepend("config_fed_server.json", b'"x": "\\ud800", '), "config_fed_server.json", "x", "surrogates"),
+        (_prepend("config_fed_server.json", b'"x": "\\u0000", '), "config_fed_server.json", "x", "NUL"),
+        (_prepend("meta.json", b'"x": 1, '), "meta.json", "x", "unknown key"),
         (_edit_json("meta.json", lambda m: m.update(resource_spec=[1])), "meta.json", "resource_spec", "object"),
         (_edit_json("meta.json", lambda m: m.update(resource_spec={"site-1": {"num_gpus": "2"}})), "meta.json", "resource_spec.site-1.num_gpus", "integer"),
         (_edit_json("meta.json", lambda m: m.update(shards=["site-1"])), "meta.json", "shards", "object"),
