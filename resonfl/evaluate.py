@@ -17,6 +17,7 @@ from pathlib import Path
 
 from resonfl.job import EXECUTOR, Job
 from resonfl.runner import SandboxError, run_sandboxed
+from resonfl.runner.confine import Binds
 from resonfl.runner.tasks import stage_job
 
 
@@ -66,7 +67,8 @@ def evaluate_checkpoint(
         task_path.write_text(json.dumps(task), encoding="utf-8")
         argv = [sys.executable, str(staged / EXECUTOR), "--task", str(task_path)]
         try:
-            run = run_sandboxed(argv, work, timeout_s)
+            # the data folder is the user's own: the confined process sees it read-only
+            run = run_sandboxed(argv, work, timeout_s, binds=Binds.of(ro=[data]))
         except SandboxError as exc:
             raise EvaluationError(f"{exc}\n{exc.log[-2000:]}") from None
         result_path = work / "result.json"
