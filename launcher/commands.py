@@ -38,7 +38,9 @@ def configure_sandbox(unsafe_no_sandbox: bool, role: str) -> None:
     if problem:
         log.error(
             "%s: job code will be REFUSED: bubblewrap cannot run here (%s). Install it "
-            "(apt-get install bubblewrap) or start with --unsafe-no-sandbox.", role, problem
+            "(apt-get install bubblewrap) or start with --unsafe-no-sandbox.",
+            role,
+            problem,
         )
     elif not unsafe_no_sandbox:
         log.info("%s: job code runs confined: %s", role, sandbox.describe())
@@ -163,6 +165,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ aggregator
+def _preimport_fl_core() -> None:
+    """Import torch and the FL core now, off the main thread: the first aggregation would
+    otherwise pay it (several seconds on a small machine; seen as round 1's aggregate_s)."""
+    import resonfl.fl.rounds  # noqa: F401 - imported for its side effect: loaded and cached
+    import resonfl.fl.shareable  # noqa: F401
+    import resonfl.templates.custom_persistor  # noqa: F401
+
+
 def cmd_aggregator(args: argparse.Namespace) -> int:
     from backend.core.config import Settings
     from workers import runtime
@@ -173,6 +183,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     rt = runtime.ServerRuntime.from_settings(settings)
     runtime.install(rt)
     register_tasks(rt.dispatcher.app, "server")
+    threading.Thread(target=_preimport_fl_core, name="preimport", daemon=True).start()
     loop = ReconcileLoop(rt, args.reconcile_every)
     loop.start()
     try:
