@@ -30,15 +30,15 @@ sys.path.insert(0, str(BENCH))
 
 
 def plain(batch: int, steps: int) -> dict[str, float]:
-    from model_def import CifarResNet, gpu_train_loop
+    from model_def import CifarResNet, gpu_train_loop  # bench/ on sys.path
 
     return gpu_train_loop(CifarResNet(50, num_classes=1000, imagenet_stem=True), batch, steps)
 
 
 def through_executor(batch: int, steps: int, rounds: int, work: Path) -> list[dict[str, float]]:
-    from resonfl.config import FederationConfig, ModelConfig, TrainingConfig
-    from resonfl.job import Job
-    from resonfl.simulate import simulate
+    from resonfl.config import FederationConfig, ModelConfig, TrainingConfig  # after sys.path setup
+    from resonfl.job import Job  # after sys.path setup
+    from resonfl.simulate import simulate  # lazy: torch
 
     job = Job(
         name=f"gpu-resnet50-b{batch}",
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=REPO / "out" / "bench" / "gpu.json")
     args = parser.parse_args(argv)
 
-    import torch
+    import torch  # lazy: torch
 
     if not torch.cuda.is_available():
         print("no CUDA GPU here: nothing to measure")

@@ -139,7 +139,7 @@ def gpu_train_loop(model: nn.Module, batch: int, steps: int, warmup: int = 5) ->
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
-    import time
+    import time  # job file: stdlib, where used
 
     started = time.perf_counter()
     for _ in range(steps):
@@ -156,7 +156,7 @@ def gpu_train_loop(model: nn.Module, batch: int, steps: int, warmup: int = 5) ->
 def fl_train_gpu(model, env, out_dir, logger):
     """The GPU benchmark's round (ResonFL's entry point): batch and steps from the job's
     training `extra` (GPU_BATCH, GPU_STEPS, exported as environment variables)."""
-    import os
+    import os  # job file: stdlib, where used
 
     out = gpu_train_loop(model, int(os.environ["GPU_BATCH"]), int(os.environ["GPU_STEPS"]))
     model.to("cpu")

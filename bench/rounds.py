@@ -59,8 +59,8 @@ def load_avg() -> float:
 
 # ------------------------------------------------------------------------------ the job
 def bench_job(depth: int, sites: int, rounds: int) -> Any:
-    from resonfl.config import FederationConfig, ModelConfig, TrainingConfig
-    from resonfl.job import Job
+    from resonfl.config import FederationConfig, ModelConfig, TrainingConfig  # after sys.path setup
+    from resonfl.job import Job  # after sys.path setup
 
     return Job(
         name=f"bench-resnet{depth}",
@@ -84,10 +84,10 @@ def bench_job(depth: int, sites: int, rounds: int) -> Any:
 def transport_floor(depth: int, sites: int, work: Path) -> dict[str, float]:
     """What moving and averaging these weights costs at the least, here and now: safetensors
     save + load of the state dict (the best each side can do per round) and FedAvg of 4."""
-    import torch
-    from safetensors.torch import load_file, save_file
+    import torch  # lazy: torch
+    from safetensors.torch import load_file, save_file  # lazy: torch
 
-    from model_def import CifarResNet
+    from model_def import CifarResNet  # bench/ on sys.path
 
     state = {k: v.contiguous() for k, v in CifarResNet(depth).state_dict().items()}
     path = work / f"floor-{depth}.safetensors"
@@ -192,8 +192,8 @@ def round_rows(
 
 
 def run_platform(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from resonfl.client import Client
-    from launcher.local import LocalPlatform
+    from resonfl.client import Client  # after sys.path setup
+    from launcher.local import LocalPlatform  # after sys.path setup
 
     plat = LocalPlatform(
         data_dir=work / "platform",

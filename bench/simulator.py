@@ -38,8 +38,8 @@ def render_digits(job_dir: Path, sites: int = 4) -> Path:
 
 def run_simulator(job_dir: Path, workspace: Path, sites: int = 4, rounds: int = 20) -> dict[str, Any]:
     """Time one `resonfl simulate` process on a rendered job; its figures as a dict."""
-    from resonfl.catalog import evaluate_on_test
-    from resonfl.fl.shareable import load_weights
+    from resonfl.catalog import evaluate_on_test  # lazy: numpy
+    from resonfl.fl.shareable import load_weights  # lazy: torch
 
     argv = [*RESONFL, "simulate", str(job_dir), "--sites", str(sites), "--rounds", str(rounds)]
     argv += ["--workspace", str(workspace)]

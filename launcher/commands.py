@@ -8,6 +8,7 @@ resonfl up [--port 8000] [--sites 2] [--data-dir D] [--redis-url U] [--database-
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import secrets
@@ -29,8 +30,8 @@ UNSAFE_HELP = (
 def configure_sandbox(unsafe_no_sandbox: bool, role: str) -> None:
     """Confine every job process this process starts (docs/security.md); say loudly when
     the operator turned it off, and clearly when this machine cannot do it."""
-    from resonfl.runner import confine
-    from workers.settings import SandboxSettings
+    from resonfl.runner import confine  # lazy: per command
+    from workers.settings import SandboxSettings  # lazy: per command
 
     sandbox = SandboxSettings().to_sandbox(unsafe_no_sandbox)
     confine.configure(sandbox)
@@ -111,9 +112,9 @@ def register(subparsers: Any) -> None:
 
 # ------------------------------------------------------------------------------ worker
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.settings import SiteWorkerSettings, parse_gpus
-    from workers import site_worker
-    from workers.celery_app import make_celery, register_tasks, site_queue
+    from workers.settings import SiteWorkerSettings, parse_gpus  # lazy: per command
+    from workers import site_worker  # lazy: per command
+    from workers.celery_app import make_celery, register_tasks, site_queue  # lazy: per command
 
     env = SiteWorkerSettings()
     cfg = site_worker.SiteConfig.from_settings(env)
@@ -174,9 +175,9 @@ def _preimport_fl_core() -> None:
 
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
-    from backend.core.config import Settings
-    from workers import runtime
-    from workers.celery_app import SERVER_QUEUE, register_tasks
+    from backend.core.config import Settings  # lazy: per command
+    from workers import runtime  # lazy: per command
+    from workers.celery_app import SERVER_QUEUE, register_tasks  # lazy: per command
 
     settings = Settings()
     configure_sandbox(args.unsafe_no_sandbox, "aggregator")  # it runs the initial-weights job code
@@ -217,7 +218,7 @@ class ReconcileLoop(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from backend.services import rounds
+        from backend.services import rounds  # lazy: per command
 
         while not self.stopped.is_set():
             try:
@@ -240,7 +241,7 @@ class ReconcileLoop(threading.Thread):
 
 # ------------------------------------------------------------------------------ server admin
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    import uvicorn  # lazy: `api` only
 
     if args.migrate:
         cmd_migrate(args)
@@ -256,27 +257,25 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    from backend import cli_admin
-    from backend.core.config import Settings
+    from backend import cli_admin  # lazy: per command
+    from backend.core.config import Settings  # lazy: per command
 
     cli_admin.migrate(Settings())
     return 0
 
 
 def cmd_register_site(args: argparse.Namespace) -> int:
-    from backend import cli_admin
-    from backend.core.config import Settings
+    from backend import cli_admin  # lazy: per command
+    from backend.core.config import Settings  # lazy: per command
 
     print(cli_admin.register_site(Settings(), args.name))
     return 0
 
 
 def cmd_set_password(args: argparse.Namespace) -> int:
-    import getpass
-
-    from backend import cli_admin
-    from backend.core.config import Settings
-    from backend.services.errors import ServiceError
+    from backend import cli_admin  # lazy: per command
+    from backend.core.config import Settings  # lazy: per command
+    from backend.services.errors import ServiceError  # lazy: per command
 
     overrides = {"data_dir": args.data_dir} if args.data_dir else {}
     password = args.password or getpass.getpass(f"new password for {args.email}: ")
@@ -290,8 +289,8 @@ def cmd_set_password(args: argparse.Namespace) -> int:
 
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
-    from backend import cli_admin
-    from backend.core.config import Settings
+    from backend import cli_admin  # lazy: per command
+    from backend.core.config import Settings  # lazy: per command
 
     print(cli_admin.ensure_admin(Settings(), args.email))
     return 0
@@ -299,7 +298,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ up
 def cmd_up(args: argparse.Namespace) -> int:
-    from launcher.local import LocalPlatform
+    from launcher.local import LocalPlatform  # lazy: per command
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -317,7 +316,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         secret_key=os.environ.get("RESONFL_SECRET_KEY") or _local_secret(data_dir),
         unsafe_no_sandbox=args.unsafe_no_sandbox,
     )
-    from launcher.supervise import Stop, raise_on_signals
+    from launcher.supervise import Stop, raise_on_signals  # lazy: per command
 
     raise_on_signals()
     try:

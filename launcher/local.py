@@ -16,6 +16,8 @@ import httpx
 
 from launcher.embedded_redis import start_embedded_redis
 from launcher.supervise import Child, Supervisor, python_argv, wait_for_port
+from resonfl.catalog import evaluate_on_test, make_job
+from resonfl.client import Client
 
 PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 
@@ -59,8 +61,8 @@ class LocalPlatform:
 
     # -------------------------------------------------------------------------- start/stop
     def start(self, admin_email: str = "admin@localhost") -> None:
-        from backend import cli_admin
-        from backend.core.config import Settings
+        from backend import cli_admin  # lazy: server parts
+        from backend.core.config import Settings  # lazy: server parts
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.redis_url:
@@ -205,9 +207,6 @@ class LocalPlatform:
     # -------------------------------------------------------------------------- demo
     def run_demo(self, num_rounds: int | None = None, timeout_s: float = 3600) -> Path:
         """Submit the digits example through the SDK, wait with a progress bar, download."""
-        from resonfl.catalog import make_job
-        from resonfl.client import Client
-
         shards = self.data_dir / "demo" / "shards"
         job = make_job("digits", sites=self.sites, num_rounds=num_rounds, shards_dir=shards)
         client = Client(self.url, self.admin_token)
@@ -216,8 +215,6 @@ class LocalPlatform:
         client.wait(job_id, timeout=timeout_s)
         target = self.data_dir / "demo" / f"job-{job_id}-checkpoint.pt"
         client.download(job_id, target)
-        from resonfl.catalog import evaluate_on_test
-
         held_out = evaluate_on_test("digits", target, shards)
         print(
             f"held-out test set (never seen by a site): top-1 {held_out['top1']:.4f}, "

@@ -6,10 +6,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from resonfl.job import JobValidationError
+from resonfl.job import Job, JobValidationError
 
 
 def _die(message: str, code: int = 2) -> int:
@@ -19,7 +20,7 @@ def _die(message: str, code: int = 2) -> int:
 
 # ------------------------------------------------------------------ job folders
 def cmd_examples(args: argparse.Namespace) -> int:
-    from resonfl.catalog import list_examples
+    from resonfl.catalog import list_examples  # lazy: numpy
 
     for ex in list_examples():
         print(f"{ex.name:<10} {ex.description}")
@@ -27,7 +28,7 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from resonfl.catalog import make_job
+    from resonfl.catalog import make_job  # lazy: numpy
 
     target = Path(args.dir)
     if target.exists() and any(target.iterdir()) and not args.force:
@@ -49,7 +50,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    from resonfl.catalog.shards import make_shards
+    from resonfl.catalog.shards import make_shards  # lazy: numpy
 
     shards = make_shards(
         args.example, Path(args.out), args.sites, split=args.split, alpha=args.alpha, seed=args.seed
@@ -60,8 +61,6 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from resonfl.job import Job
-
     job = Job.load(args.dir)
     fed = job.federation
     print(
@@ -72,7 +71,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from resonfl.simulate import SimulationError, simulate
+    from resonfl.simulate import SimulationError, simulate  # lazy: torch
 
     workspace = Path(args.workspace) if args.workspace else Path(args.dir) / "workspace"
     try:
@@ -93,7 +92,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ platform client
 def _client(args: argparse.Namespace) -> Any:
-    from resonfl.client import Client
+    from resonfl.client import Client  # lazy: httpx
 
     url = args.server or os.environ.get("RESONFL_SERVER", "http://127.0.0.1:8000")
     token = args.token or os.environ.get("RESONFL_TOKEN")
@@ -171,8 +170,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    import time
-
     client = _client(args)
     shown: dict[tuple[str, int], int] = {}
     while True:
@@ -204,7 +201,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from resonfl.evaluate import EvaluationError, evaluate_checkpoint
+    from resonfl.evaluate import EvaluationError, evaluate_checkpoint  # lazy: torch
 
     try:
         result = evaluate_checkpoint(args.job, args.checkpoint, args.data, args.timeout)
@@ -347,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # The client's errors (refused job, unknown id, failed job, server down) are
         # messages for the user, not tracebacks.
-        import httpx
+        import httpx  # lazy: errors only
 
         if isinstance(exc, httpx.TransportError):
             return _die(f"cannot reach the server: {exc}", 1)

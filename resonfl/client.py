@@ -116,7 +116,7 @@ class Client(ApiClient):
     ) -> dict[str, Any]:
         """Poll until the job ends; show a bar of finished rounds. Returns the finished job;
         raises JobFailed if it failed or was cancelled, TimeoutError after `timeout` s."""
-        from tqdm import tqdm
+        from tqdm import tqdm  # lazy: progress bar
 
         deadline = None if timeout is None else time.monotonic() + timeout
         job = self.status(job_id)

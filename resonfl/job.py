@@ -244,13 +244,13 @@ class Job(BaseModel):
 
     def build_workflow(self) -> Any:
         """The job's workflow object (`resonfl.fl.base.Workflow`), built from its class path."""
-        from resonfl.fl.base import Workflow, resolve_class
+        from resonfl.fl.base import Workflow, resolve_class  # lazy: torch
 
         return resolve_class(self.federation.workflow_path, Workflow)(self.workflow_args())
 
     def build_aggregator(self) -> Any:
         """A fresh aggregator (`resonfl.fl.base.Aggregator`) for this job."""
-        from resonfl.fl.base import Aggregator, resolve_class
+        from resonfl.fl.base import Aggregator, resolve_class  # lazy: torch
 
         fed = self.federation
         return resolve_class(fed.aggregator_path, Aggregator)(fed.aggregator_args)
@@ -327,7 +327,7 @@ def check_model_source(model: ModelConfig) -> None:
 
 def _check_fl_components(job: Job) -> None:
     """Resolve workflow and aggregator class paths now, not when round 7 fails."""
-    from resonfl.fl.base import Aggregator, ComponentError, Workflow, resolve_class
+    from resonfl.fl.base import Aggregator, ComponentError, Workflow, resolve_class  # lazy: torch
 
     fed = job.federation
     for field, path, base, args in (

@@ -316,7 +316,7 @@ def _save_site_log(ws: Path, site: str, rnd: int, outcome: SiteRoundResult | San
 def _progress_bar(total: int, enabled: bool) -> Any:
     if not enabled:
         return None
-    from tqdm import tqdm
+    from tqdm import tqdm  # lazy: progress bar
 
     return tqdm(total=total, desc="rounds", unit="round", dynamic_ncols=True)
 

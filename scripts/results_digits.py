@@ -78,7 +78,7 @@ def run_row(index: int, overrides: dict[str, Any], seed: int, work: Path) -> dic
 
 
 def check_simulate(work: Path) -> dict[str, float]:
-    from resonfl.simulate import simulate
+    from resonfl.simulate import simulate  # lazy: torch
 
     job = make_job("digits", SITES, num_rounds=ROUNDS, local_steps=STEPS)
     job = job.model_copy(

@@ -27,6 +27,16 @@ import httpx
 
 from resonfl.archives import safe_extract
 from resonfl.http import NO_RETRY, ApiClient, RetryPolicy, raise_if_retryable
+from resonfl.job import Job
+from resonfl.runner import (
+    SandboxCancelled,
+    SandboxError,
+    SessionPool,
+    WarmPool,
+    run_site_round,
+)
+from resonfl.runner import confine
+from resonfl.runner.confine import Binds
 from workers.client_state import begin_round
 from workers.settings import SiteWorkerSettings, parse_gpus
 
@@ -163,8 +173,6 @@ def _warm_pool() -> Any:
     """Job processes pre-started with torch imported, shared by this worker's rounds."""
     global _POOL
     if _POOL is None:
-        from resonfl.runner import WarmPool
-
         # One is enough once a round lasts longer than a start (a few seconds). Rounds of about
         # a second (the tiny digits demo on 2 cores) outrun it either way: every 2nd (size 1)
         # or 3rd (size 2) round finds its process still importing; the median is the same.
@@ -186,8 +194,6 @@ def _job_sessions() -> Any:
     job ends, when another job's round takes its place, or after 10 idle minutes)."""
     global _SESSIONS
     if _SESSIONS is None:
-        from resonfl.runner import SessionPool
-
         # One at a time: a job between rounds must not hold a GPU another job's round needs.
         _SESSIONS = SessionPool(_warm_pool(), idle_timeout_s=600.0, max_sessions=1)
     return _SESSIONS
@@ -265,10 +271,7 @@ def train_round(cfg: SiteConfig, job_id: int, round_num: int) -> str:
 
 
 def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
-    from resonfl.fl.shareable import sha256_file
-    from resonfl.job import Job
-    from resonfl.runner import SandboxCancelled, SandboxError, run_site_round
-    from resonfl.runner.confine import Binds
+    from resonfl.fl.shareable import sha256_file  # lazy: torch
 
     started = time.monotonic()
     phases: dict[str, float] = {"start": time.time()}  # wall clock: the server's is the same
@@ -350,8 +353,6 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
 def _sandbox_line() -> str:
     """The confinement and limits that applied, first line of the round's log (job page,
     `resonfl logs`)."""
-    from resonfl.runner import confine
-
     return f"[sandbox] {json.dumps(confine.current().describe(), sort_keys=True)}\n"
 
 

@@ -45,6 +45,8 @@ from backend.models import (
 )
 from backend.services.dispatch import Dispatcher
 from backend.storage import ArtifactStore
+from resonfl.job import Job as JobSpec
+from resonfl.runner import SandboxError, init_global_weights
 
 if TYPE_CHECKING:
     from resonfl.fl.rounds import SiteUpdate
@@ -237,9 +239,17 @@ def _aggregate_claimed(
     """Fold the round's updates, persist, then open the next round or finish; commits once."""
     # torch-backed FL core: imported here so the API process (which imports this module)
     # never loads torch; only the aggregator runs this
-    from resonfl.fl.rounds import AggregatorStateStore, RoundTooSmallError, fold_round
-    from resonfl.fl.shareable import load_weights, read_parameter_names, save_weights
-    from resonfl.templates.custom_persistor import PTFileModelPersistor
+    from resonfl.fl.rounds import (  # lazy: torch
+        AggregatorStateStore,
+        RoundTooSmallError,
+        fold_round,
+    )
+    from resonfl.fl.shareable import (  # lazy: torch
+        load_weights,
+        read_parameter_names,
+        save_weights,
+    )
+    from resonfl.templates.custom_persistor import PTFileModelPersistor  # lazy: torch
 
     spec = _load_spec(store, job.id)
     rnd = _round(session, job.id, round_num)
@@ -303,9 +313,9 @@ def _site_update(store: ArtifactStore, res: SiteResult) -> SiteUpdate:
     store, where a file appears only whole (temp file + rename) and only the server writes.
     Hashing 4 x 94 MB again was 40 % of a ResNet-50 aggregation (py-spy, bench/rounds.py)."""
     # torch-backed, see _aggregate_claimed
-    from resonfl.fl.base import InvalidUpdateError
-    from resonfl.fl.rounds import SiteUpdate
-    from resonfl.fl.shareable import load_weights
+    from resonfl.fl.base import InvalidUpdateError  # lazy: torch
+    from resonfl.fl.rounds import SiteUpdate  # lazy: torch
+    from resonfl.fl.shareable import load_weights  # lazy: torch
 
     def load() -> dict[str, Any]:
         path = store.path(res.artifact_key) if res.artifact_key else None
@@ -501,7 +511,7 @@ class _Spec:
     """The job folder, loaded: workflow, aggregator class, rounds, timeouts."""
 
     job_dir: Path
-    job: Any  # resonfl.job.Job
+    job: JobSpec
     workflow: Any  # resonfl.fl.base.Workflow
     num_rounds: int
     round_timeout_s: float
@@ -509,8 +519,6 @@ class _Spec:
 
 
 def _load_spec(store: ArtifactStore, job_id: int) -> _Spec:
-    from resonfl.job import Job as JobSpec
-
     job_dir = store.job_folder(job_id)
     job = JobSpec.load(job_dir)
     fed = job.federation
@@ -525,8 +533,6 @@ def _load_spec(store: ArtifactStore, job_id: int) -> _Spec:
 
 
 def _init_weights(job_dir: Path, out: Path, work_dir: Path, timeout_s: float) -> None:
-    from resonfl.runner import SandboxError, init_global_weights
-
     try:
         init_global_weights(job_dir, out, work_dir, timeout_s)
     except SandboxError as exc:

@@ -28,7 +28,13 @@ from backend.models import (
 from backend.services import rounds
 from backend.services.archives import tree, write_zip
 from backend.services.dispatch import Dispatcher
-from backend.services.errors import Conflict, Forbidden, InvalidSubmission, NotFound
+from backend.services.errors import (
+    Conflict,
+    Forbidden,
+    InvalidSubmission,
+    NotFound,
+    PayloadTooLarge,
+)
 from backend.services.reports import SiteReport
 from backend.services.submissions import is_safetensors
 from backend.storage import ArtifactStore, ArtifactTooLarge
@@ -170,8 +176,6 @@ def _record(
             # an update lost in a power cut is sent again by its site: no fsync needed
             key, digest, size = store.put(weights, max_bytes=max_bytes, durable=False)
         except ArtifactTooLarge as exc:
-            from backend.services.errors import PayloadTooLarge
-
             raise PayloadTooLarge(f"weights: {exc}") from None
     try:
         if digest != declared:

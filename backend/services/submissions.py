@@ -220,7 +220,7 @@ def check_checkpoint(path: Path) -> None:
         if not is_safetensors(path):
             raise InvalidSubmission(path.name, "", "not a valid safetensors file")
         return
-    import torch
+    import torch  # lazy: torch
 
     try:
         try:
@@ -236,7 +236,7 @@ def check_checkpoint(path: Path) -> None:
 
 def is_safetensors(path: Path) -> bool:
     """Parse the header without loading tensors (safetensors refuses anything malformed)."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # lazy: torch
 
     try:
         with safe_open(str(path), framework="pt") as fh:

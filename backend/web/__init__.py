@@ -6,6 +6,8 @@ into a redirect to /login and a missing CSRF token into a 403 page.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
@@ -15,7 +17,7 @@ from backend.web.templating import STATIC_DIR, redirect, render
 
 
 def mount_web(app: FastAPI) -> None:
-    from backend.web.routes import auth, jobs, sites, wizard
+    from backend.web.routes import auth, jobs, sites, wizard  # cycle: routes import us
 
     for module in (auth, wizard, jobs, sites):  # wizard first: /jobs/new before /jobs/{id}
         app.include_router(module.router)
@@ -26,8 +28,6 @@ def mount_web(app: FastAPI) -> None:
 
 async def _login_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequired)
-    from urllib.parse import quote
-
     return redirect(request, f"/login?next={quote(exc.next_url, safe='/')}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from backend.web import algorithms
+from backend.web.forms import to_text
 from resonfl.config import TrainingConfig
 from resonfl.fl.fedopt import FedOptArgs
 
@@ -109,8 +110,6 @@ def training_notes(raw: Raw, defaults: TrainingConfig, example: str | None) -> l
 
 
 def _deviations(raw: Raw, defaults: TrainingConfig) -> list[str]:
-    from backend.web.forms import to_text
-
     out = []
     for name in type(defaults).model_fields:
         if name in raw and raw[name] != to_text(getattr(defaults, name)):

@@ -19,9 +19,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.api.deps import SessionDep
+from backend.core.security import verify_password
 from backend.models import User
 
 COOKIE = "resonfl_session"
@@ -176,10 +178,6 @@ async def check_csrf(request: Request) -> None:
 
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """The user with that email and password, or None (same answer for either mistake)."""
-    from sqlalchemy import select
-
-    from backend.core.security import verify_password
-
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None or not user.password_hash:
         verify_password(password, "scrypt$00$00")  # similar time whether or not the user exists

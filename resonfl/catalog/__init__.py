@@ -103,7 +103,7 @@ def evaluate_on_test(
     Uses the example's own `load_dataset(shards_dir, "test")` and the executor's evaluate,
     so the numbers are computed exactly as sites compute val metrics.
     """
-    from resonfl.templates import custom_client_executor as kit
+    from resonfl.templates import custom_client_executor as kit  # lazy: torch
 
     info = get_example(name)
     module = load_model_def(name)

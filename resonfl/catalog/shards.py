@@ -106,7 +106,7 @@ def write_split(
         return
     if fmt != "image_folder":
         raise ValueError(f"unknown shard format {fmt!r}")
-    from PIL import Image
+    from PIL import Image  # lazy: images only
 
     root = folder / split
     if root.exists():

@@ -375,7 +375,7 @@ def _nobody_userns() -> int:
 
 
 def _join_userns(fd: int) -> None:
-    import ctypes
+    import ctypes  # lazy: Linux only
 
     clone_newuser = 0x10000000
     libc = ctypes.CDLL(None, use_errno=True)

@@ -108,7 +108,7 @@ def die_with_parent() -> None:
     SIGKILL), so a killed site worker never leaves a job training on behind its back."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
+    import ctypes  # lazy: Linux only
 
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)

@@ -60,8 +60,8 @@ def main() -> int:
 def _exit_now(code: int) -> None:
     """Skip interpreter teardown: with torch loaded it takes most of a second, paid by every
     round. The task's outputs are written and closed by then; flush what Python buffers."""
-    import gc
-    import logging
+    import gc  # lazy: at exit only
+    import logging  # lazy: at exit only
 
     gc.collect()  # finalises unreachable file objects, flushing them
     logging.shutdown()

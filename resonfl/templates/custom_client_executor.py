@@ -806,7 +806,7 @@ def _serve_one(request: dict[str, Any], own_environ: dict[str, str], torch_seed:
     os.environ.clear()
     os.environ.update(own_environ)
     os.environ.update(request.get("env") or {})
-    import tempfile
+    import tempfile  # lazy: --serve only
 
     tempfile.tempdir = None  # cached on first use: find this round's TMPDIR
     random.seed()  # a fresh process seeds these from the OS, and torch from its default

@@ -63,7 +63,7 @@ def atomic_link(source: Path, path: Path) -> None:
     try:
         os.link(source, tmp)
     except OSError:
-        import shutil
+        import shutil  # lazy: fallback only
 
         shutil.copyfile(source, tmp)
     os.replace(tmp, path)
@@ -73,7 +73,7 @@ def load_state_dict_file(path: Path) -> StateDict:
     """Read weights safely: safetensors, or torch.load with weights_only=True (no pickle code)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: this path only
 
         try:
             return load_file(str(path))
@@ -191,7 +191,7 @@ def _init_command(job_dir: Path, out: Path) -> None:
         model_checkpoint=args.get("model_checkpoint"),
     )
     weights, parameters = persistor.load_initial_with_parameters()
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: this path only
 
     tmp = out.with_name(out.name + ".tmp")
     # Which keys are parameters (the rest are buffers): the server's FedOpt needs it and may
