@@ -25,6 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
@@ -53,10 +55,10 @@ def peak_mb(pid: int) -> float:
 def make_updates(count: int, work: Path) -> list[tuple[Path, str]]:
     """`count` distinct ResNet-50 updates (safetensors) and their sha256; at most 4 files
     on disk, reused round-robin (the server cannot tell, each site posts its own)."""
-    import torch
-    from safetensors.torch import save_file
+    import torch  # lazy: torch
+    from safetensors.torch import save_file  # lazy: torch
 
-    from model_def import CifarResNet
+    from model_def import CifarResNet  # bench/ on sys.path
 
     model = CifarResNet(50)
     files = []
@@ -71,8 +73,6 @@ def make_updates(count: int, work: Path) -> list[tuple[Path, str]]:
 
 
 def post(url: str, token: str, job_id: int, update: tuple[Path, str]) -> float:
-    import httpx
-
     path, digest = update
     meta = {"samples": 8, "sha256": digest, "train_s": 0.0, "total_s": 0.0}
     started = time.monotonic()
@@ -92,7 +92,7 @@ def post(url: str, token: str, job_id: int, update: tuple[Path, str]) -> float:
 
 
 def one_size(n: int, work: Path) -> dict[str, Any]:
-    from resonfl.client import Client
+    from resonfl.client import Client  # after sys.path setup
 
     plat = NoWorkers(
         data_dir=work / f"platform-{n}",
