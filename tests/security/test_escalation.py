@@ -38,13 +38,17 @@ def attack_config(plat: LocalPlatform) -> dict[str, Any]:
     other_job = data / "sites" / "site-1" / "jobs" / "999" / "job" / "model_def.py"
     other_job.parent.mkdir(parents=True, exist_ok=True)
     other_job.write_text("another user's model")
+    site_files = [data / "sites" / s / "worker-file.txt" for s in plat.site_names]
+    for path in site_files:  # a file of each site worker, outside any job's folder
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("the worker's own")
     markers = [PLATFORM_SECRET, *plat.site_tokens.values(), str(plat.database_url)]
     return {
         "markers": [m.encode().hex() for m in markers],
         "paths": [
             str(data / "resonfl.db"),
             str(data / "secrets"),
-            str(data / "sites" / "site-2"),  # another site's folder
+            *map(str, site_files),  # this site's and the other site's worker files
             str(other_job),  # another job's folder on this site
         ],
         "ports": [plat.port, int(str(plat.redis_url).rsplit(":", 1)[1].split("/")[0])],
