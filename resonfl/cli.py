@@ -111,19 +111,53 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    info = _client(args).status(args.job_id)
+    client = _client(args)
+    info = client.status(args.job_id)
+    sandbox = sandbox_by_site(client.logs(args.job_id))
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json.dumps({**info, "sandbox": sandbox}, indent=2, default=str))
     else:
-        print(status_summary(info))
+        print(status_summary(info, sandbox))
     return 0
+
+
+SANDBOX_MARK = "[sandbox] "
+
+
+def sandbox_by_site(logs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The confinement and limits each site applied in its latest logged round: the site
+    worker writes them as the `[sandbox] {json}` first line of every round's log."""
+    found: dict[str, dict[str, Any]] = {}
+    for site, entries in logs.items():
+        for entry in sorted(entries, key=lambda e: int(e["round"])):
+            for line in (entry.get("log") or "").splitlines():
+                at = line.find(SANDBOX_MARK)
+                if at < 0:
+                    continue
+                try:
+                    found[site] = dict(json.loads(line[at + len(SANDBOX_MARK) :]))
+                except (ValueError, TypeError):
+                    pass  # a job can print anything into its log; only the worker's line parses
+                break
+    return found
+
+
+def sandbox_text(info: dict[str, Any]) -> str:
+    """One line: confined or not, network, and each limit (0 means none)."""
+    if not info.get("confined"):
+        return f"NOT confined (mode {info.get('mode', '?')}): job code ran unsandboxed"
+    limits = info.get("limits") or {}
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(limits.items()))
+    network = "network allowed" if info.get("network") else "no network"
+    return f"confined (bubblewrap), {network}, {shown}"
 
 
 SHOWN_METRICS = ("top1", "val_loss", "train_loss", "global_top1", "global_val_loss")
 
 
-def status_summary(job: dict[str, Any]) -> str:
-    """A job in a few lines: state, rounds done, each site's latest metrics, the error."""
+def status_summary(job: dict[str, Any], sandbox: dict[str, dict[str, Any]] | None = None) -> str:
+    """A job in a few lines: state, rounds done, each site's latest metrics and the sandbox
+    it applied, the error."""
     rounds = job.get("rounds") or []
     done = sum(1 for r in rounds if r.get("status") == "done")
     lines = [f"job {job['id']} {job['name']!r}: {job['status']}, round {done}/{job['num_rounds']}"]
@@ -147,6 +181,8 @@ def status_summary(job: dict[str, Any]) -> str:
             error = f": {any_res['error']}" if any_res.get("error") else ""
             parts.append(f"round {any_res['round'] + 1} {any_res['status']}{error}")
         lines.append(f"  {site}: {'; '.join(parts) or 'no result yet'}")
+        if sandbox and site in sandbox:
+            lines.append(f"    sandbox: {sandbox_text(sandbox[site])}")
     if job.get("error"):
         lines.append(f"error: {job['error']}")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from conftest import PLATFORM_SECRET
 
 from launcher.local import LocalPlatform
 from resonfl.catalog import make_job
+from resonfl.cli import main as cli_main
 from resonfl.runner.confine import Sandbox
 
 pytestmark = [
@@ -95,7 +96,7 @@ def report_in(error: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("where", ["server", "site"])
 def test_job_code_reaches_no_secret_file_or_port(
-    platform: LocalPlatform, tmp_path: Path, where: str
+    platform: LocalPlatform, tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     job = run_job(platform, attack_job(tmp_path, platform, where))
 
@@ -111,6 +112,13 @@ def test_job_code_reaches_no_secret_file_or_port(
             headers={"Authorization": f"Bearer {platform.admin_token}"}, timeout=30,
         ).text
         assert '[sandbox] {\\"confined\\": true' in logs or '[sandbox] {"confined": true' in logs
+        # and `resonfl status` shows those limits per site
+        code = cli_main([
+            "status", str(job["id"]), "--server", platform.url, "--token", platform.admin_token,
+        ])  # fmt: skip
+        out = capsys.readouterr().out
+        assert code == 0
+        assert "sandbox: confined (bubblewrap), no network, cpu_time_s=" in out, out
 
 
 def test_no_process_that_starts_job_code_holds_a_secret_in_its_environment(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from resonfl.cli import status_summary
+from resonfl.cli import sandbox_by_site, status_summary
 
 
 def _result(site: str, status: str, metrics: dict[str, Any], error: str | None = None) -> dict:
@@ -38,3 +39,38 @@ def test_summary_shows_state_rounds_last_metrics_per_site_and_the_error() -> Non
     assert lines[2] == "  site-2: round 1 done: top1=0.4; round 2 failed: disk on fire"
     assert lines[3] == "  site-3: no result yet"
     assert lines[4] == "error: round 2: 1 usable result(s), 2 needed"
+
+
+def test_summary_shows_the_sandbox_each_site_applied_from_its_latest_round_log() -> None:
+    limits = {
+        "memory_mb": 1024,
+        "processes": 64,
+        "open_files": 4096,
+        "cpu_time_s": 60,
+        "output_mb": 16,
+    }
+    confined = {"confined": True, "mode": "require", "network": False, "limits": limits}
+    logs = {
+        "site-1": [
+            {"round": 1, "status": "done", "log": '[sandbox] ' + json.dumps(confined) + "\nepoch 1\n"},
+            {"round": 0, "status": "done", "log": '[sandbox] {"confined": false, "mode": "off"}\n'},
+        ],
+        # job code printing a look-alike line after the worker's does not change what is shown
+        "site-2": [{"round": 0, "status": "done",
+                    "log": '[sandbox] {"confined": false, "mode": "off"}\n[sandbox] {"confined": true}\n'}],
+        "site-3": [{"round": 0, "status": "running", "log": "[sandbox] not json\n"}],
+    }  # fmt: skip
+    job = {"id": 1, "name": "j", "status": "running", "num_rounds": 2,
+           "sites": ["site-1", "site-2", "site-3"], "rounds": []}  # fmt: skip
+
+    sandbox = sandbox_by_site(logs)
+    lines = status_summary(job, sandbox).splitlines()
+
+    assert sandbox["site-1"] == confined  # round 1's line, not round 0's
+    assert "site-3" not in sandbox
+    assert lines[2] == (
+        "    sandbox: confined (bubblewrap), no network, cpu_time_s=60, memory_mb=1024, "
+        "open_files=4096, output_mb=16, processes=64"
+    )
+    assert lines[4] == "    sandbox: NOT confined (mode off): job code ran unsandboxed"
+    assert lines[5] == "  site-3: no result yet"
