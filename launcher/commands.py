@@ -113,11 +113,13 @@ def register(subparsers: Any) -> None:
 # ------------------------------------------------------------------------------ worker
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.settings import SiteWorkerSettings, parse_gpus  # lazy: per command
-    from workers import site_worker  # lazy: per command
+    from workers.site import config as site_config  # lazy: per command
+    from workers.site.heartbeat import Heartbeat  # lazy: per command
+    from workers.site.processes import prewarm  # lazy: per command
     from workers.celery_app import make_celery, register_tasks, site_queue  # lazy: per command
 
     env = SiteWorkerSettings()
-    cfg = site_worker.SiteConfig.from_settings(env)
+    cfg = site_config.SiteConfig.from_settings(env)
     cfg.site = args.site or cfg.site
     cfg.token = args.token or cfg.token
     cfg.api_url = args.api or cfg.api_url
@@ -136,11 +138,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     configure_sandbox(args.unsafe_no_sandbox, f"site worker {cfg.site}")
     cfg.data_root.mkdir(parents=True, exist_ok=True)
-    site_worker.install(cfg)
-    site_worker.prewarm(cfg)
+    site_config.install(cfg)
+    prewarm(cfg)
     app = make_celery(args.broker or env.broker_url)
     register_tasks(app, "site")
-    beat = site_worker.Heartbeat(cfg)
+    beat = Heartbeat(cfg)
     beat.beat()
     beat.start()
     try:

@@ -152,8 +152,8 @@ def _cycles(arrows: list[Arrow]) -> list[list[str]]:
 def test_the_walk_sees_the_known_arrows() -> None:
     """Guards the walker itself: arrows we know exist are found."""
     pairs = {(a.source, a.target) for a in _arrows()}
-    assert ("launcher.commands", "workers.site_worker") in pairs
-    assert ("workers.site_worker", "workers.settings") in pairs
+    assert ("launcher.commands", "workers.site.heartbeat") in pairs
+    assert ("workers.site.config", "workers.settings") in pairs
     assert ("resonfl.cli", "launcher.commands") in pairs
 
 

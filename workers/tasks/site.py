@@ -1,4 +1,4 @@
-"""The site task (queue `site.<name>`): thin, the work is in workers.site_worker.
+"""The site task (queue `site.<name>`): thin, the work is in workers.site.rounds.
 
 Acked on receipt, not late: a killed worker's message would otherwise come back only after
 the broker's visibility timeout (hours). The job store notices the silent site instead and
@@ -13,7 +13,8 @@ import logging
 from celery import shared_task
 
 from workers.celery_app import SITE_TRAIN
-from workers.site_worker import site_config, train_round
+from workers.site.config import site_config
+from workers.site.rounds import train_round
 
 log = logging.getLogger("resonfl.site")
 

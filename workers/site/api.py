@@ -1,0 +1,96 @@
+"""The site endpoints of the API, spoken with the site token (retried, `resonfl.http`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from resonfl.http import NO_RETRY, ApiClient, RetryPolicy, raise_if_retryable
+from workers.site.config import SiteConfig
+
+# A round's requests ride out an API restart of up to about two minutes.
+ROUND_RETRY = RetryPolicy(budget_s=120.0)
+
+
+class SiteAPI(ApiClient):
+    """The site endpoints of the API, authenticated with the site token.
+
+    Everything a round needs (job info, weights download, state reports, the upload) is
+    retried with backoff on connection errors (`resonfl.http`), so an API that restarts
+    mid-round costs the round a few seconds, not a re-dispatch; the heartbeat is not (the
+    next beat comes soon anyway)."""
+
+    def __init__(
+        self, cfg: SiteConfig, timeout_s: float = 60.0, retry: RetryPolicy = ROUND_RETRY
+    ) -> None:
+        super().__init__(cfg.api_url, cfg.token, timeout_s=timeout_s, retry=retry)
+        self.cfg = cfg
+
+    def heartbeat(self, status: str, gpus: list[dict[str, Any]]) -> None:
+        body = {"status": status, "gpus": gpus}
+        self.request("POST", "/site/status", json=body, retry=NO_RETRY).raise_for_status()
+
+    def job(self, job_id: int, retry: RetryPolicy | None = None) -> dict[str, Any]:
+        resp = self.request("GET", f"/site/jobs/{job_id}", retry=retry)
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def download(self, path: str, target: Path) -> str:
+        """Stream a file to `target`, hashing it on the way; return its sha256. A dropped
+        connection starts the download again."""
+        return self.call(lambda http: self._download(http, path, target), f"GET {path}")
+
+    def _download(self, http: httpx.Client, path: str, target: Path) -> str:
+        digest = hashlib.sha256()
+        tmp = target.with_name(target.name + ".part")
+        with http.stream("GET", path) as resp:
+            raise_if_retryable(resp).raise_for_status()
+            with tmp.open("wb") as out:
+                for chunk in resp.iter_bytes(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            declared = resp.headers.get("x-content-sha256")
+        if declared and declared != digest.hexdigest():
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"{path}: sha256 {digest.hexdigest()} != declared {declared}")
+        tmp.replace(target)
+        return digest.hexdigest()
+
+    def state(
+        self,
+        job_id: int,
+        round_num: int,
+        state: str,
+        error: str | None = None,
+        log_text: str | None = None,
+    ) -> None:
+        body = {"state": state, "error": error, "log": log_text}
+        path = f"/site/jobs/{job_id}/rounds/{round_num}/state"
+        self.request("POST", path, json=body).raise_for_status()
+
+    def upload(
+        self, job_id: int, round_num: int, weights: Path, meta: dict[str, Any], attempt: int = 1
+    ) -> dict[str, Any]:
+        """Send the update as the raw body (the server streams it to disk, hashing as it
+        arrives), meta in a header. Safe to repeat: the server keeps one result per (job,
+        round, site) and answers a repeat of the same update with duplicate=true."""
+        path = f"/site/jobs/{job_id}/rounds/{round_num}/result"
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(weights.stat().st_size),
+            "X-Result-Meta": json.dumps(meta),
+            # (job, round, site) + the site's attempt at the round: what makes a repeat a repeat
+            "Idempotency-Key": f"{job_id}:{round_num}:{self.cfg.site}:{attempt}",
+        }
+
+        def send(http: httpx.Client) -> dict[str, Any]:
+            with weights.open("rb") as body:
+                resp = http.post(path, content=body, headers=headers)
+            raise_if_retryable(resp).raise_for_status()
+            return dict(resp.json())
+
+        return self.call(send, f"POST {path}")

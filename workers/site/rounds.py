@@ -1,0 +1,161 @@
+"""One round on this site: fetch, run the job's code confined, report, upload."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from resonfl.http import NO_RETRY
+from resonfl.job import Job
+from resonfl.runner import SandboxCancelled, SandboxError, confine, run_site_round
+from resonfl.runner.confine import Binds
+from workers.client_state import begin_round
+from workers.site.api import SiteAPI
+from workers.site.config import SiteConfig
+from workers.site.files import ensure_bundle, fetch_data_root
+from workers.site.processes import STATE, close_job_process, job_env, job_sessions, warm_pool
+
+log = logging.getLogger("resonfl.site")
+
+
+def train_round(cfg: SiteConfig, job_id: int, round_num: int) -> str:
+    """Run this site's part of one round; return what happened (for the worker's log).
+
+    Any failure is reported to the server as this site's error for the round."""
+    api = SiteAPI(cfg)
+    try:
+        info = api.job(job_id)
+        if info["status"] != "running":
+            close_job_process(job_id)
+        if info["status"] != "running" or info.get("current_round") != round_num:
+            return f"skipped: job {job_id} is {info['status']}, round {info.get('current_round')}"
+        with STATE.lock:
+            STATE.busy, STATE.current = True, (job_id, round_num)
+        try:
+            return _train(api, cfg, job_id, round_num)
+        except Exception as exc:
+            error = f"site worker error: {type(exc).__name__}: {exc}"
+            try:
+                api.state(job_id, round_num, "failed", error=error)
+            except httpx.HTTPError as report_exc:
+                log.warning("could not report the failure: %s", report_exc)
+            raise
+    finally:
+        with STATE.lock:
+            STATE.busy, STATE.current = False, None
+        api.close()
+
+
+def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
+    from resonfl.fl.shareable import sha256_file  # lazy: torch
+
+    started = time.monotonic()
+    phases: dict[str, float] = {"start": time.time()}  # wall clock: the server's is the same
+    job_dir = ensure_bundle(api, cfg, job_id)
+    job = Job.load(job_dir, site=cfg.site)
+    fed = job.federation
+    gpus = cfg.visible_gpus()
+    if fed.gpus_per_site > len(gpus):
+        error = (
+            f"meta.json resource_spec asks for {fed.gpus_per_site} GPU(s) per site; "
+            f"site {cfg.site!r} was started with {len(gpus)} ({_gpu_list(cfg)})"
+        )
+        api.state(job_id, round_num, "failed", error=error)
+        return error
+    api.state(job_id, round_num, "training")
+    work = cfg.data_root / "jobs" / str(job_id) / "rounds" / f"{round_num}-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    weights_in = work / "global.safetensors"
+    mark = time.monotonic()
+    phases["prepare_s"] = mark - started
+    api.download(f"/site/jobs/{job_id}/rounds/{round_num}/weights", weights_in)
+    phases["download_s"] = time.monotonic() - mark
+    mark = time.monotonic()
+    env = job_env(cfg, gpus)
+    data_root = fetch_data_root(api, cfg, job_id, job_dir)
+    state_dir = cfg.data_root / "jobs" / str(job_id) / "state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # a re-run of this round (its update never arrived) starts from the state it began with
+    attempt = begin_round(state_dir, round_num)
+    # The job's process sees this job's own folder (rounds, state: read-write; its bundle and
+    # data: read-only), never other jobs' folders or the worker's own files. The folder, not
+    # state_dir itself, is bound: begin_round replaces state_dir, and a bind would keep the old.
+    job_root = cfg.data_root / "jobs" / str(job_id)
+    binds = Binds.of(rw=[job_root], ro=[data_root, job_dir])
+    try:
+        result = run_site_round(
+            job_dir,
+            cfg.site,
+            round_num,
+            fed.num_rounds,
+            weights_in,
+            work_dir=work / "run",
+            data_root=data_root,
+            state_dir=state_dir,
+            timeout_s=fed.round_timeout_s,
+            task_args=job.client_task_args(),
+            env_extra=env,
+            pool=warm_pool(),
+            should_stop=_stop_when_job_moves_on(api, job_id, round_num),
+            session=job_sessions().session(str(job_id), env, binds),
+        )
+    except SandboxCancelled as exc:
+        log.info("job %s round %s: %s", job_id, round_num, exc)
+        return str(exc)
+    except SandboxError as exc:
+        api.state(job_id, round_num, "failed", error=str(exc), log_text=_sandbox_line() + exc.log)
+        return f"failed: {exc}"
+    phases["run_s"], phases["train_s"] = time.monotonic() - mark, result.train_s
+    if round_num >= fed.num_rounds - 1:
+        close_job_process(job_id)  # its last round: nothing more will come for it
+    # the log goes with this report: the upload's meta travels in a header, kept small
+    api.state(job_id, round_num, "uploading", log_text=_sandbox_line() + result.log)
+    meta = {
+        "samples": result.samples,
+        "metrics": result.metrics,
+        "train_s": result.train_s,
+        "total_s": time.monotonic() - started,
+        "sha256": sha256_file(result.weights_path),
+    }
+    mark = time.monotonic()
+    api.upload(job_id, round_num, Path(result.weights_path), meta, attempt=attempt)
+    phases["upload_s"] = time.monotonic() - mark
+    # one parseable line per round: the round benchmark (bench/rounds.py) splits overhead with it
+    log.info("round timings %s", json.dumps({"job": job_id, "round": round_num, **phases}))
+    shutil.rmtree(work, ignore_errors=True)
+    return f"uploaded job {job_id} round {round_num}: {result.samples} samples"
+
+
+def _sandbox_line() -> str:
+    """The confinement and limits that applied, first line of the round's log (job page,
+    `resonfl logs`)."""
+    return f"[sandbox] {json.dumps(confine.current().describe(), sort_keys=True)}\n"
+
+
+def _stop_when_job_moves_on(api: SiteAPI, job_id: int, round_num: int) -> Callable[[], str | None]:
+    """Asked every few seconds while the job process trains: a job that was cancelled, failed
+    or left this round behind (aggregated without us) frees the site's GPU at once."""
+
+    def should_stop() -> str | None:
+        try:
+            info = api.job(job_id, retry=NO_RETRY)
+        except httpx.HTTPError:
+            return None  # the API being briefly away is no reason to drop the work
+        if info["status"] != "running":
+            return f"job {job_id} is {info['status']}"
+        if info.get("current_round") != round_num:
+            return f"job {job_id} moved on to round {info.get('current_round')}"
+        return None
+
+    return should_stop
+
+
+def _gpu_list(cfg: SiteConfig) -> str:
+    return "--gpus " + ",".join(cfg.gpus) if cfg.gpus else "no --gpus and none detected"
