@@ -1,5 +1,5 @@
 """The FastAPI application factory. No import-time globals: run it with
-`uvicorn --factory backend.app:create_app` (settings from RESONFL_* variables)."""
+`uvicorn --factory resonfl_server.backend.app:create_app` (settings from RESONFL_* variables)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.api.routes import jobs, site_api, sites, users
-from backend.core.config import Settings, get_settings
-from backend.core.db import create_db_engine, make_session_factory
-from backend.services.dispatch import Dispatcher, load_dispatcher
-from backend.services.errors import (
+from resonfl_server.backend.api.routes import jobs, site_api, sites, users
+from resonfl_server.backend.core.config import Settings, get_settings
+from resonfl_server.backend.core.db import create_db_engine, make_session_factory
+from resonfl_server.backend.services.dispatch import Dispatcher, load_dispatcher
+from resonfl_server.backend.services.errors import (
     Conflict,
     Forbidden,
     InvalidSubmission,
@@ -24,8 +24,8 @@ from backend.services.errors import (
     PayloadTooLarge,
     ServiceError,
 )
-from backend.storage import ArtifactStore
-from backend.web.headers import SecurityHeaders
+from resonfl_server.backend.storage import ArtifactStore
+from resonfl_server.backend.web.headers import SecurityHeaders
 from resonfl import __version__
 
 API_PREFIX = "/api/v1"
@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    from backend.web import mount_web  # browser pages (issue 4): HTML routes + /static
+    from resonfl_server.backend.web import (
+        mount_web,
+    )  # browser pages (issue 4): HTML routes + /static
 
     mount_web(app)
     app.add_middleware(MaxBodySize, max_bytes=settings.max_upload_bytes)

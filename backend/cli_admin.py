@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from backend.core.config import Settings
-from backend.core.db import create_db_engine, make_session_factory
-from backend.core.migrate import upgrade_head
-from backend.services import accounts
+from resonfl_server.backend.core.config import Settings
+from resonfl_server.backend.core.db import create_db_engine, make_session_factory
+from resonfl_server.backend.core.migrate import upgrade_head
+from resonfl_server.backend.services import accounts
 
 
 def migrate(settings: Settings) -> None:

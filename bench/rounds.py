@@ -193,7 +193,7 @@ def round_rows(
 
 def run_platform(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from resonfl.client import Client  # after sys.path setup
-    from launcher.local import LocalPlatform  # after sys.path setup
+    from resonfl_server.launcher.local import LocalPlatform  # after sys.path setup
 
     plat = LocalPlatform(
         data_dir=work / "platform",

@@ -34,7 +34,7 @@ sys.path.insert(0, str(BENCH))
 
 from rounds import bench_job, free_port  # noqa: E402  (bench/ is on the path above)
 
-from launcher.local import LocalPlatform  # noqa: E402
+from resonfl_server.launcher.local import LocalPlatform  # noqa: E402
 
 
 class NoWorkers(LocalPlatform):

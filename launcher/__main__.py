@@ -1,4 +1,4 @@
-"""`python -m launcher worker|aggregator|up`: the platform's commands without the
+"""`python -m resonfl_server.launcher worker|aggregator|up`: the platform's commands without the
 rest of the CLI (what `resonfl up` runs in its children)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from launcher.commands import register
+from resonfl_server.launcher.commands import register
 
 
 def main(argv: list[str] | None = None) -> int:

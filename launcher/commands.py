@@ -31,7 +31,7 @@ def configure_sandbox(unsafe_no_sandbox: bool, role: str) -> None:
     """Confine every job process this process starts (docs/security.md); say loudly when
     the operator turned it off, and clearly when this machine cannot do it."""
     from resonfl.runner import confine  # lazy: per command
-    from workers.settings import SandboxSettings  # lazy: per command
+    from resonfl_server.workers.settings import SandboxSettings  # lazy: per command
 
     sandbox = SandboxSettings().to_sandbox(unsafe_no_sandbox)
     confine.configure(sandbox)
@@ -112,11 +112,15 @@ def register(subparsers: Any) -> None:
 
 # ------------------------------------------------------------------------------ worker
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.settings import SiteWorkerSettings, parse_gpus  # lazy: per command
-    from workers.site import config as site_config  # lazy: per command
-    from workers.site.heartbeat import Heartbeat  # lazy: per command
-    from workers.site.processes import prewarm  # lazy: per command
-    from workers.celery_app import make_celery, register_tasks, site_queue  # lazy: per command
+    from resonfl_server.workers.settings import SiteWorkerSettings, parse_gpus  # lazy: per command
+    from resonfl_server.workers.site import config as site_config  # lazy: per command
+    from resonfl_server.workers.site.heartbeat import Heartbeat  # lazy: per command
+    from resonfl_server.workers.site.processes import prewarm  # lazy: per command
+    from resonfl_server.workers.celery_app import (
+        make_celery,
+        register_tasks,
+        site_queue,
+    )  # lazy: per command
 
     env = SiteWorkerSettings()
     cfg = site_config.SiteConfig.from_settings(env)
@@ -177,9 +181,9 @@ def _preimport_fl_core() -> None:
 
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
-    from backend.core.config import Settings  # lazy: per command
-    from workers import runtime  # lazy: per command
-    from workers.celery_app import SERVER_QUEUE, register_tasks  # lazy: per command
+    from resonfl_server.backend.core.config import Settings  # lazy: per command
+    from resonfl_server.workers import runtime  # lazy: per command
+    from resonfl_server.workers.celery_app import SERVER_QUEUE, register_tasks  # lazy: per command
 
     settings = Settings()
     configure_sandbox(args.unsafe_no_sandbox, "aggregator")  # it runs the initial-weights job code
@@ -220,7 +224,7 @@ class ReconcileLoop(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from backend.services import rounds  # lazy: per command
+        from resonfl_server.backend.services import rounds  # lazy: per command
 
         while not self.stopped.is_set():
             try:
@@ -248,7 +252,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     if args.migrate:
         cmd_migrate(args)
     uvicorn.run(
-        "backend.app:create_app",
+        "resonfl_server.backend.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -259,25 +263,25 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    from backend import cli_admin  # lazy: per command
-    from backend.core.config import Settings  # lazy: per command
+    from resonfl_server.backend import cli_admin  # lazy: per command
+    from resonfl_server.backend.core.config import Settings  # lazy: per command
 
     cli_admin.migrate(Settings())
     return 0
 
 
 def cmd_register_site(args: argparse.Namespace) -> int:
-    from backend import cli_admin  # lazy: per command
-    from backend.core.config import Settings  # lazy: per command
+    from resonfl_server.backend import cli_admin  # lazy: per command
+    from resonfl_server.backend.core.config import Settings  # lazy: per command
 
     print(cli_admin.register_site(Settings(), args.name))
     return 0
 
 
 def cmd_set_password(args: argparse.Namespace) -> int:
-    from backend import cli_admin  # lazy: per command
-    from backend.core.config import Settings  # lazy: per command
-    from backend.services.errors import ServiceError  # lazy: per command
+    from resonfl_server.backend import cli_admin  # lazy: per command
+    from resonfl_server.backend.core.config import Settings  # lazy: per command
+    from resonfl_server.backend.services.errors import ServiceError  # lazy: per command
 
     overrides = {"data_dir": args.data_dir} if args.data_dir else {}
     password = args.password or getpass.getpass(f"new password for {args.email}: ")
@@ -291,8 +295,8 @@ def cmd_set_password(args: argparse.Namespace) -> int:
 
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
-    from backend import cli_admin  # lazy: per command
-    from backend.core.config import Settings  # lazy: per command
+    from resonfl_server.backend import cli_admin  # lazy: per command
+    from resonfl_server.backend.core.config import Settings  # lazy: per command
 
     print(cli_admin.ensure_admin(Settings(), args.email))
     return 0
@@ -300,7 +304,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ up
 def cmd_up(args: argparse.Namespace) -> int:
-    from launcher.local import LocalPlatform  # lazy: per command
+    from resonfl_server.launcher.local import LocalPlatform  # lazy: per command
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -318,7 +322,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         secret_key=os.environ.get("RESONFL_SECRET_KEY") or _local_secret(data_dir),
         unsafe_no_sandbox=args.unsafe_no_sandbox,
     )
-    from launcher.supervise import Stop, raise_on_signals  # lazy: per command
+    from resonfl_server.launcher.supervise import Stop, raise_on_signals  # lazy: per command
 
     raise_on_signals()
     try:

@@ -10,7 +10,7 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from launcher.supervise import Child, Supervisor, free_port, wait_for_port
+from resonfl_server.launcher.supervise import Child, Supervisor, free_port, wait_for_port
 
 
 def redis_server_binary() -> Path:

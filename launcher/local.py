@@ -2,7 +2,7 @@
 the integration tests start (same code, so the tests exercise the README's first command).
 
 Order: broker (embedded redis-server unless a URL is given) -> migrations -> first admin and
-site tokens -> API (uvicorn, `backend.app:create_app` factory) -> aggregator -> site workers.
+site tokens -> API (uvicorn, `resonfl_server.backend.app:create_app` factory) -> aggregator -> site workers.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from launcher.embedded_redis import start_embedded_redis
-from launcher.supervise import Child, Supervisor, python_argv, wait_for_port
+from resonfl_server.launcher.embedded_redis import start_embedded_redis
+from resonfl_server.launcher.supervise import Child, Supervisor, python_argv, wait_for_port
 from resonfl.catalog import evaluate_on_test, make_job
 from resonfl.client import Client
 
@@ -61,8 +61,8 @@ class LocalPlatform:
 
     # -------------------------------------------------------------------------- start/stop
     def start(self, admin_email: str = "admin@localhost") -> None:
-        from backend import cli_admin  # lazy: server parts
-        from backend.core.config import Settings  # lazy: server parts
+        from resonfl_server.backend import cli_admin  # lazy: server parts
+        from resonfl_server.backend.core.config import Settings  # lazy: server parts
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.redis_url:
@@ -80,7 +80,7 @@ class LocalPlatform:
             python_argv(
                 "-m",
                 "uvicorn",
-                "backend.app:create_app",
+                "resonfl_server.backend.app:create_app",
                 "--factory",
                 "--host",
                 self.host,
@@ -97,7 +97,7 @@ class LocalPlatform:
             "aggregator",
             python_argv(
                 "-m",
-                "launcher",
+                "resonfl_server.launcher",
                 "aggregator",
                 "--reconcile-every",
                 str(self.reconcile_every_s),
@@ -111,7 +111,7 @@ class LocalPlatform:
     def start_worker(self, site: str) -> Child:
         argv = python_argv(
             "-m",
-            "launcher",
+            "resonfl_server.launcher",
             "worker",
             "--site",
             site,

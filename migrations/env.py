@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from backend.core.config import Settings
-from backend.core.db import create_db_engine
-from backend.models import Base
+from resonfl_server.backend.core.config import Settings
+from resonfl_server.backend.core.db import create_db_engine
+from resonfl_server.backend.models import Base
 
 config = context.config
 target_metadata = Base.metadata

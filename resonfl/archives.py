@@ -1,6 +1,6 @@
 """The one zip extractor: unpack an archive inside its folder only, up to a size limit.
 
-Used by the server for uploads (job zips, shards; `backend.services.archives` turns these
+Used by the server for uploads (job zips, shards; `resonfl_server.backend.services.archives` turns these
 errors into HTTP 422/413) and by site workers for the bundles they download (trusted, but not
 blindly). Stdlib only: refuses `..`, absolute paths, symlinks, clashing entries and archives
 that unpack to more than `max_bytes` (counted while writing: zip headers can lie).

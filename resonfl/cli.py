@@ -361,10 +361,12 @@ def _register_platform_commands(sub: Any) -> None:
 
     The launcher sits above the server packages, which sit above this SDK: the SDK must not
     import it at module level, so the `resonfl` command reaches up only here, at parse time.
-    `launcher.commands` imports only the standard library at module level, so this works
+    `resonfl_server.launcher.commands` imports only the standard library at module level, so this works
     without the server extras; each command imports what it runs.
     """
-    from launcher import commands  # lazy: the one arrow from the SDK up to the launcher
+    from resonfl_server.launcher import (
+        commands,
+    )  # lazy: the one arrow from the SDK up to the launcher
 
     commands.register(sub)
 

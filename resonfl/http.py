@@ -1,5 +1,5 @@
 """One HTTP client for ResonFL's API, shared by the SDK (`resonfl.client.Client`) and the site
-worker (`workers.site.api.SiteAPI`): base URL, bearer token, and the retry policy.
+worker (`resonfl_server.workers.site.api.SiteAPI`): base URL, bearer token, and the retry policy.
 
 Retry policy: a request that never got an answer (the connection was refused, reset or
 dropped; the server is restarting) or that got 502/503/504 from a proxy in front is sent again

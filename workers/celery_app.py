@@ -62,5 +62,5 @@ def register_tasks(app: Celery, role: str) -> None:
     """Import the task modules of a role ('site' or 'server') so the worker knows them."""
     if role not in ("site", "server"):
         raise ValueError(f"unknown worker role {role!r}")
-    importlib.import_module(f"workers.tasks.{role}")
+    importlib.import_module(f"resonfl_server.workers.tasks.{role}")
     app.loader.import_default_modules()

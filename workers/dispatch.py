@@ -1,10 +1,10 @@
-"""The Celery implementation of `backend.services.dispatch.Dispatcher`: ids in, messages out."""
+"""The Celery implementation of `resonfl_server.backend.services.dispatch.Dispatcher`: ids in, messages out."""
 
 from __future__ import annotations
 
 from celery import Celery
 
-from workers.celery_app import (
+from resonfl_server.workers.celery_app import (
     SERVER_AGGREGATE,
     SERVER_QUEUE,
     SERVER_START,

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.core.config import Settings, get_settings
-from backend.core.db import create_db_engine, make_session_factory
-from backend.storage import ArtifactStore
-from workers.dispatch import CeleryDispatcher
+from resonfl_server.backend.core.config import Settings, get_settings
+from resonfl_server.backend.core.db import create_db_engine, make_session_factory
+from resonfl_server.backend.storage import ArtifactStore
+from resonfl_server.workers.dispatch import CeleryDispatcher
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A site worker's settings: broker, API, site name and token; no database, no server secret.
 
-`workers.site.config.SiteConfig.from_settings` turns them into the running worker's config;
+`resonfl_server.workers.site.config.SiteConfig.from_settings` turns them into the running worker's config;
 this module imports nothing of the worker, so the two never import each other.
 
 Flags of `resonfl worker` override these `RESONFL_*` variables (a container sets the token

@@ -9,11 +9,11 @@ from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from backend.core.config import Settings
-from backend.models import INT_MAX, Site, User
-from backend.services import accounts
-from backend.services.dispatch import Dispatcher
-from backend.storage import ArtifactStore
+from resonfl_server.backend.core.config import Settings
+from resonfl_server.backend.models import INT_MAX, Site, User
+from resonfl_server.backend.services import accounts
+from resonfl_server.backend.services.dispatch import Dispatcher
+from resonfl_server.backend.storage import ArtifactStore
 
 _bearer = HTTPBearer(auto_error=False, description="an API token (users) or a site token")
 

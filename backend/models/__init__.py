@@ -1,7 +1,7 @@
 """The job store's tables. Import from here so every model is registered on `Base.metadata`."""
 
-from backend.models.base import INT_MAX, Base, utcnow
-from backend.models.job import (
+from resonfl_server.backend.models.base import INT_MAX, Base, utcnow
+from resonfl_server.backend.models.job import (
     Artifact,
     Job,
     JobStatus,
@@ -11,8 +11,8 @@ from backend.models.job import (
     RoundStatus,
     SiteResult,
 )
-from backend.models.site import Site, SiteStatus
-from backend.models.user import ApiToken, User
+from resonfl_server.backend.models.site import Site, SiteStatus
+from resonfl_server.backend.models.user import ApiToken, User
 
 __all__ = [
     "INT_MAX",

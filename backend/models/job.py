@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from backend.models.base import Base, str_enum, utcnow
+from resonfl_server.backend.models.base import Base, str_enum, utcnow
 
 
 class JobStatus(enum.StrEnum):

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.models.base import Base, str_enum, utcnow
+from resonfl_server.backend.models.base import Base, str_enum, utcnow
 
 
 class SiteStatus(enum.StrEnum):

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from backend.models.base import Base, utcnow
+from resonfl_server.backend.models.base import Base, utcnow
 
 
 class User(Base):

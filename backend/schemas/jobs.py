@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.models import JobStatus, ResultStatus, Round, RoundStatus
+from resonfl_server.backend.models import JobStatus, ResultStatus, Round, RoundStatus
 
 
 class SiteResultPublic(BaseModel):

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from backend.models import INT_MAX, ResultStatus, SiteStatus
-from backend.schemas.common import CleanStr, FiniteFloat, clean_json
+from resonfl_server.backend.models import INT_MAX, ResultStatus, SiteStatus
+from resonfl_server.backend.schemas.common import CleanStr, FiniteFloat, clean_json
 from resonfl.config import SITE_NAME_RE
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from backend.schemas.common import CleanStr
+from resonfl_server.backend.schemas.common import CleanStr
 
 EMAIL_MAX = 320
 

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.core.security import hash_password, hash_token, new_token
-from backend.models import ApiToken, Site, SiteStatus, User, utcnow
-from backend.services.errors import Conflict, InvalidSubmission, NotFound
+from resonfl_server.backend.core.security import hash_password, hash_token, new_token
+from resonfl_server.backend.models import ApiToken, Site, SiteStatus, User, utcnow
+from resonfl_server.backend.services.errors import Conflict, InvalidSubmission, NotFound
 
 USER_TOKEN_PREFIX = "rfl_u"
 SITE_TOKEN_PREFIX = "rfl_s"

@@ -12,7 +12,7 @@ from typing import BinaryIO
 from resonfl import archives
 from resonfl.archives import ArchiveError, ArchiveTooLarge
 
-from backend.services.errors import InvalidSubmission, PayloadTooLarge
+from resonfl_server.backend.services.errors import InvalidSubmission, PayloadTooLarge
 
 
 @contextmanager

@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib
 from typing import Protocol, runtime_checkable
 
-from backend.core.config import Settings
+from resonfl_server.backend.core.config import Settings
 
-DEFAULT_DISPATCHER = "workers.dispatch:CeleryDispatcher"
+DEFAULT_DISPATCHER = "resonfl_server.workers.dispatch:CeleryDispatcher"
 
 
 @runtime_checkable
@@ -29,5 +29,7 @@ def load_dispatcher(settings: Settings, path: str = DEFAULT_DISPATCHER) -> Dispa
     cls = getattr(importlib.import_module(module_name), attr)
     dispatcher = cls(settings)
     if not isinstance(dispatcher, Dispatcher):
-        raise TypeError(f"{path} does not implement backend.services.dispatch.Dispatcher")
+        raise TypeError(
+            f"{path} does not implement resonfl_server.backend.services.dispatch.Dispatcher"
+        )
     return dispatcher

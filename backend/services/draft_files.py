@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from backend.services.archives import safe_extract, tree, write_zip
-from backend.services.errors import InvalidSubmission
-from backend.services.submissions import check_checkpoint
+from resonfl_server.backend.services.archives import safe_extract, tree, write_zip
+from resonfl_server.backend.services.errors import InvalidSubmission
+from resonfl_server.backend.services.submissions import check_checkpoint
 from resonfl.catalog.shards import Split, make_shards
 from resonfl.job import Job as JobSpec
 

@@ -1,4 +1,4 @@
-"""Typed errors raised by services; backend.app maps each to one HTTP status."""
+"""Typed errors raised by services; resonfl_server.backend.app maps each to one HTTP status."""
 
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from backend.models import INT_MAX, Job, SiteResult, User
-from backend.services.errors import Conflict, NotFound
-from backend.storage import ArtifactStore
+from resonfl_server.backend.models import INT_MAX, Job, SiteResult, User
+from resonfl_server.backend.services.errors import Conflict, NotFound
+from resonfl_server.backend.storage import ArtifactStore
 
 
 def get_job_for(session: Session, user: User, job_id: int) -> Job:
@@ -38,7 +38,7 @@ def list_jobs(
 
 def cancel_job(session: Session, user: User, job_id: int) -> Job:
     """Cancel a queued or running job (sites see it with their next check of the job)."""
-    from backend.services import rounds  # the round state machine (its own module)
+    from resonfl_server.backend.services import rounds  # the round state machine (its own module)
 
     job = get_job_for(session, user, job_id)
     if job.status.is_terminal:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.models import ResultStatus
+from resonfl_server.backend.models import ResultStatus
 
 
 @dataclass(frozen=True)

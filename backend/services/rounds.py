@@ -31,7 +31,7 @@ from sqlalchemy import CursorResult, Executable, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.models import (
+from resonfl_server.backend.models import (
     Artifact,
     Job,
     JobStatus,
@@ -43,8 +43,8 @@ from backend.models import (
     SiteStatus,
     utcnow,
 )
-from backend.services.dispatch import Dispatcher
-from backend.storage import ArtifactStore
+from resonfl_server.backend.services.dispatch import Dispatcher
+from resonfl_server.backend.storage import ArtifactStore
 from resonfl.job import Job as JobSpec
 from resonfl.runner import SandboxError, init_global_weights
 

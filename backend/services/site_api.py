@@ -14,7 +14,7 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.models import (
+from resonfl_server.backend.models import (
     INT_MAX,
     Artifact,
     Job,
@@ -25,19 +25,19 @@ from backend.models import (
     Site,
     SiteResult,
 )
-from backend.services import rounds
-from backend.services.archives import tree, write_zip
-from backend.services.dispatch import Dispatcher
-from backend.services.errors import (
+from resonfl_server.backend.services import rounds
+from resonfl_server.backend.services.archives import tree, write_zip
+from resonfl_server.backend.services.dispatch import Dispatcher
+from resonfl_server.backend.services.errors import (
     Conflict,
     Forbidden,
     InvalidSubmission,
     NotFound,
     PayloadTooLarge,
 )
-from backend.services.reports import SiteReport
-from backend.services.submissions import is_safetensors
-from backend.storage import ArtifactStore, ArtifactTooLarge
+from resonfl_server.backend.services.reports import SiteReport
+from resonfl_server.backend.services.submissions import is_safetensors
+from resonfl_server.backend.storage import ArtifactStore, ArtifactTooLarge
 from resonfl.job import SHARDS_DIR
 
 

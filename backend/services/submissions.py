@@ -13,12 +13,12 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.models import Artifact, Job, JobStatus, Site, User
-from backend.schemas.common import UnsafeJSON, clean_json
-from backend.services.archives import safe_extract, tree, write_zip, zip_names
-from backend.services.dispatch import Dispatcher
-from backend.services.errors import InvalidSubmission, PayloadTooLarge
-from backend.storage import ArtifactStore
+from resonfl_server.backend.models import Artifact, Job, JobStatus, Site, User
+from resonfl_server.backend.schemas.common import UnsafeJSON, clean_json
+from resonfl_server.backend.services.archives import safe_extract, tree, write_zip, zip_names
+from resonfl_server.backend.services.dispatch import Dispatcher
+from resonfl_server.backend.services.errors import InvalidSubmission, PayloadTooLarge
+from resonfl_server.backend.storage import ArtifactStore
 from resonfl.config import SITE_NAME_RE
 from resonfl.job import (
     CHECKPOINT_NAMES,
@@ -72,7 +72,7 @@ def create_job(
         job = _persist(session, store, owner, folder, spec)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    from backend.services import rounds  # the round state machine (its own module)
+    from resonfl_server.backend.services import rounds  # the round state machine (its own module)
 
     try:
         rounds.start_job(session, job.id, dispatcher)

@@ -12,12 +12,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from backend.web.session import CsrfRejected, LoginRequired
-from backend.web.templating import STATIC_DIR, redirect, render
+from resonfl_server.backend.web.session import CsrfRejected, LoginRequired
+from resonfl_server.backend.web.templating import STATIC_DIR, redirect, render
 
 
 def mount_web(app: FastAPI) -> None:
-    from backend.web.routes import auth, jobs, sites, wizard  # cycle: routes import us
+    from resonfl_server.backend.web.routes import (
+        auth,
+        jobs,
+        sites,
+        wizard,
+    )  # cycle: routes import us
 
     for module in (auth, wizard, jobs, sites):  # wizard first: /jobs/new before /jobs/{id}
         app.include_router(module.router)

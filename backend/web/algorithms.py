@@ -16,7 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from backend.web.forms import Errors, FieldSpec, Raw, default_raw, fields_of, parse_model
+from resonfl_server.backend.web.forms import (
+    Errors,
+    FieldSpec,
+    Raw,
+    default_raw,
+    fields_of,
+    parse_model,
+)
 from resonfl.fl.base import Aggregator
 from resonfl.fl.registry import aggregator_classes, class_path
 

@@ -27,8 +27,8 @@ from resonfl.config import FederationConfig, ModelConfig, TrainingConfig
 from resonfl.job import Job as JobSpec
 from resonfl.job import JobValidationError, check_model_source
 
-from backend.web import algorithms
-from backend.web.forms import (
+from resonfl_server.backend.web import algorithms
+from resonfl_server.backend.web.forms import (
     Errors,
     FieldSpec,
     Raw,

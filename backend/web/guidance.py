@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from backend.web import algorithms
-from backend.web.forms import to_text
+from resonfl_server.backend.web import algorithms
+from resonfl_server.backend.web.forms import to_text
 from resonfl.config import TrainingConfig
 from resonfl.fl.fedopt import FedOptArgs
 

@@ -14,9 +14,15 @@ from typing import Any
 
 from markupsafe import Markup
 
-from backend.models import Job, Round, SiteResult, utcnow
-from backend.storage import ArtifactStore
-from backend.web.charts import GLOBAL_COLOR, PALETTE, Series, line_chart, stacked_bars
+from resonfl_server.backend.models import Job, Round, SiteResult, utcnow
+from resonfl_server.backend.storage import ArtifactStore
+from resonfl_server.backend.web.charts import (
+    GLOBAL_COLOR,
+    PALETTE,
+    Series,
+    line_chart,
+    stacked_bars,
+)
 
 LOG_TAIL_LINES = 40
 

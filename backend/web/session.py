@@ -22,9 +22,9 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.api.deps import SessionDep
-from backend.core.security import verify_password
-from backend.models import User
+from resonfl_server.backend.api.deps import SessionDep
+from resonfl_server.backend.core.security import verify_password
+from resonfl_server.backend.models import User
 
 COOKIE = "resonfl_session"
 MAX_AGE_S = 14 * 24 * 3600

@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from backend.web.session import CSRF_FIELD, load_session, save_session
+from resonfl_server.backend.web.session import CSRF_FIELD, load_session, save_session
 from resonfl import __version__
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"

@@ -1,6 +1,6 @@
 """The wizard's steps, one handler each: what a step stores from its form, how it validates,
-and what its page shows. The routes (`backend.web.routes.wizard`) look the handler up by the
-step's name; files go through `backend.services.draft_files`.
+and what its page shows. The routes (`resonfl_server.backend.web.routes.wizard`) look the handler up by the
+step's name; files go through `resonfl_server.backend.services.draft_files`.
 
 A new step is one class here (save / errors / context), its key in `drafts.STEPS`, and its
 template `pages/wizard_<key>.html`.
@@ -16,12 +16,18 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 
-from backend.services import accounts, draft_files
-from backend.services.errors import InvalidSubmission, PayloadTooLarge
-from backend.web import algorithms, drafts
-from backend.web.drafts import Draft, DraftStore
-from backend.web.forms import Errors, FieldSpec, fields_of, form_to_raw, parse_training
-from backend.web.guidance import Note, federation_notes, training_notes
+from resonfl_server.backend.services import accounts, draft_files
+from resonfl_server.backend.services.errors import InvalidSubmission, PayloadTooLarge
+from resonfl_server.backend.web import algorithms, drafts
+from resonfl_server.backend.web.drafts import Draft, DraftStore
+from resonfl_server.backend.web.forms import (
+    Errors,
+    FieldSpec,
+    fields_of,
+    form_to_raw,
+    parse_training,
+)
+from resonfl_server.backend.web.guidance import Note, federation_notes, training_notes
 from resonfl.catalog import list_examples
 from resonfl.config import SITE_NAME_RE, TrainingConfig
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import backend.models.base
+import resonfl_server.backend.models.base
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -38,9 +38,17 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("last_heartbeat", backend.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "last_heartbeat",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
         sa.Column("gpus", sa.JSON(), nullable=False),
-        sa.Column("created_at", backend.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=False,
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sites")),
         sa.UniqueConstraint("name", name=op.f("uq_sites_name")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_sites_token_hash")),
@@ -51,7 +59,11 @@ def upgrade() -> None:
         sa.Column("email", sa.String(length=320), nullable=False),
         sa.Column("password_hash", sa.String(length=200), nullable=True),
         sa.Column("is_admin", sa.Boolean(), nullable=False),
-        sa.Column("created_at", backend.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=False,
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
     )
@@ -61,7 +73,11 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", backend.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_api_tokens_user_id_users"), ondelete="CASCADE"
         ),
@@ -97,9 +113,21 @@ def upgrade() -> None:
         sa.Column("num_rounds", sa.Integer(), nullable=False),
         sa.Column("min_clients", sa.Integer(), nullable=False),
         sa.Column("current_round", sa.Integer(), nullable=True),
-        sa.Column("created_at", backend.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("started_at", backend.models.base.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", backend.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "created_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=False,
+        ),
+        sa.Column(
+            "started_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column(
+            "finished_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
         sa.Column("error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_jobs_owner_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
@@ -116,7 +144,11 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("job_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", backend.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name=op.f("fk_artifacts_job_id_jobs"), ondelete="CASCADE"
         ),
@@ -147,9 +179,19 @@ def upgrade() -> None:
         ),
         sa.Column("weights_key", sa.String(length=64), nullable=True),
         sa.Column("weights_sha256", sa.String(length=64), nullable=True),
-        sa.Column("deadline", backend.models.base.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("started_at", backend.models.base.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("aggregated_at", backend.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "deadline", resonfl_server.backend.models.base.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "started_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column(
+            "aggregated_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
         sa.Column("timings", sa.JSON(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
@@ -186,8 +228,16 @@ def upgrade() -> None:
         sa.Column("total_s", sa.Double(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("log_key", sa.String(length=64), nullable=True),
-        sa.Column("created_at", backend.models.base.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", backend.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "created_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            resonfl_server.backend.models.base.UTCDateTime(timezone=True),
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name=op.f("fk_site_results_job_id_jobs"), ondelete="CASCADE"
         ),

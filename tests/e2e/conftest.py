@@ -35,8 +35,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pytest.skip(
             f"no Chromium at {CHROMIUM} (apt-get install chromium; never `playwright install`)"
         )
-    from launcher.local import LocalPlatform
-    from launcher.supervise import free_port
+    from resonfl_server.launcher.local import LocalPlatform
+    from resonfl_server.launcher.supervise import free_port
 
     redis_url = _private_redis_db(os.environ.get("RESONFL_TEST_REDIS_URL"))
     plat = LocalPlatform(
@@ -82,8 +82,8 @@ def _private_redis_db(base: str | None) -> str | None:
 
 
 def _create_user(database_url: str | None) -> None:
-    from backend.core.db import create_db_engine, make_session_factory
-    from backend.services import accounts
+    from resonfl_server.backend.core.db import create_db_engine, make_session_factory
+    from resonfl_server.backend.services import accounts
 
     engine = create_db_engine(str(database_url))
     with make_session_factory(engine)() as session:
@@ -96,9 +96,9 @@ def api_token(platform: Any) -> str:
     """An API token of the browser tests' user, for submitting through the SDK."""
     from sqlalchemy import select
 
-    from backend.core.db import create_db_engine, make_session_factory
-    from backend.models import User
-    from backend.services import accounts
+    from resonfl_server.backend.core.db import create_db_engine, make_session_factory
+    from resonfl_server.backend.models import User
+    from resonfl_server.backend.services import accounts
 
     engine = create_db_engine(str(platform.database_url))
     try:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.local import LocalPlatform
-from launcher.supervise import free_port
+from resonfl_server.launcher.local import LocalPlatform
+from resonfl_server.launcher.supervise import free_port
 
 PLATFORM_SECRET = "platform-secret-key-4c9e"
 

@@ -23,7 +23,7 @@ import pytest
 from attacks import ATTACK
 from conftest import PLATFORM_SECRET
 
-from launcher.local import LocalPlatform
+from resonfl_server.launcher.local import LocalPlatform
 from resonfl.catalog import make_job
 from resonfl.cli import main as cli_main
 from resonfl.runner.confine import Sandbox

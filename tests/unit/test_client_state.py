@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.client_state import SNAPSHOTS, begin_round
+from resonfl_server.workers.client_state import SNAPSHOTS, begin_round
 
 
 def _advance(state: Path, text: str) -> None:

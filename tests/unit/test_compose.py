@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from backend.core.config import Settings
+from resonfl_server.backend.core.config import Settings
 from resonfl.cli import build_parser
-from workers.settings import SiteWorkerSettings
+from resonfl_server.workers.settings import SiteWorkerSettings
 
 yaml = pytest.importorskip("yaml")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from pydantic_core import PydanticUndefined
 
-from backend.web import algorithms
-from backend.web.drafts import federation_config
+from resonfl_server.backend.web import algorithms
+from resonfl_server.backend.web.drafts import federation_config
 from resonfl.catalog import make_job
 from resonfl.config import FederationConfig, TrainingConfig
 from resonfl.fl.registry import aggregator_classes

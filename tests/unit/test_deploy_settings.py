@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from backend.core.config import Settings
-from workers.settings import SandboxSettings, SiteWorkerSettings
+from resonfl_server.backend.core.config import Settings
+from resonfl_server.workers.settings import SandboxSettings, SiteWorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ("resonfl", "backend", "workers", "launcher", "migrations")

@@ -2,6 +2,10 @@
 
     resonfl  (SDK + FL core)   <-   backend, workers (the server)   <-   launcher (up, worker, ...)
 
+The server folders (backend/, workers/, launcher/) install under one distribution-qualified
+name, `resonfl_server.<folder>` (setup.py), so installing ResonFL claims no generic top-level
+name; code imports them only by that name.
+
 An arrow may only point down this picture, and no two modules may reach each other through
 their imports (a cycle), whether the import sits at module level or inside a function: a
 function-level import still runs, only later.
@@ -15,16 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("resonfl", "backend", "workers", "launcher")
+SERVER = ("backend", "workers", "launcher")  # folders installed as resonfl_server.<folder>
+PACKAGES = ("resonfl", *SERVER)
+Q = "resonfl_server."
 # What each layer must never import (the layers above it).
 FORBIDDEN = {
-    "resonfl": ("backend", "workers", "launcher"),
-    "backend": ("launcher",),
-    "workers": ("launcher",),
+    "resonfl": (Q + "backend", Q + "workers", Q + "launcher"),
+    Q + "backend": (Q + "launcher",),
+    Q + "workers": (Q + "launcher",),
 }
 # The one arrow up the picture that is allowed: the `resonfl` command adds the launcher's
 # subcommands, imported inside a function so the SDK never loads it on import.
-LAZY_DISPATCH = {("resonfl.cli", "launcher.commands")}
+LAZY_DISPATCH = {("resonfl.cli", "resonfl_server.launcher.commands")}
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
+    if parts[0] in SERVER:
+        parts.insert(0, "resonfl_server")
     return ".".join(parts)
 
 
@@ -152,15 +160,20 @@ def _cycles(arrows: list[Arrow]) -> list[list[str]]:
 def test_the_walk_sees_the_known_arrows() -> None:
     """Guards the walker itself: arrows we know exist are found."""
     pairs = {(a.source, a.target) for a in _arrows()}
-    assert ("launcher.commands", "workers.site.heartbeat") in pairs
-    assert ("workers.site.config", "workers.settings") in pairs
-    assert ("resonfl.cli", "launcher.commands") in pairs
+    assert ("resonfl_server.launcher.commands", "resonfl_server.workers.site.heartbeat") in pairs
+    assert ("resonfl_server.workers.site.config", "resonfl_server.workers.settings") in pairs
+    assert ("resonfl.cli", "resonfl_server.launcher.commands") in pairs
+
+
+def _layer(module: str) -> str:
+    """resonfl, or resonfl_server.<folder>."""
+    return ".".join(module.split(".")[: 2 if module.startswith(Q) else 1])
 
 
 def test_no_arrow_points_up_the_layers() -> None:
     wrong = []
     for a in _arrows():
-        layer, upper = a.source.split(".")[0], a.target.split(".")[0]
+        layer, upper = _layer(a.source), _layer(a.target)
         if upper not in FORBIDDEN.get(layer, ()):
             continue
         if (a.source, a.target) in LAZY_DISPATCH and a.in_function:
@@ -178,7 +191,7 @@ def test_no_import_cycle() -> None:
 
 def test_the_server_calls_the_sdk_job_jobspec() -> None:
     """Two classes are named Job: the SDK's job folder (resonfl.job.Job) and the job store's
-    row (backend.models.Job). backend/, where both live, imports the first as JobSpec, so a
+    row (resonfl_server.backend.models.Job). backend/, where both live, imports the first as JobSpec, so a
     reader always knows which one a name means."""
     bare = []
     for package in ("backend",):
@@ -189,3 +202,30 @@ def test_the_server_calls_the_sdk_job_jobspec() -> None:
                         if alias.name == "Job" and alias.asname != "JobSpec":
                             bare.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not bare, "import resonfl.job.Job as JobSpec here:\n" + "\n".join(bare)
+
+
+def test_server_folders_are_imported_only_by_their_qualified_name() -> None:
+    """`import backend` works from a checkout's root by accident (the current folder is on
+    sys.path) but not where ResonFL is installed: every import says resonfl_server.<folder>."""
+    bare = []
+    for path in [
+        *ROOT.joinpath("tests").rglob("*.py"),
+        *ROOT.joinpath("migrations").rglob("*.py"),
+        *(p for package in PACKAGES for p in (ROOT / package).rglob("*.py")),
+    ]:
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else (
+                    [node.module]
+                    if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                    else []
+                )
+            )
+            bare += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] in SERVER
+            ]
+    assert not bare, "import these as resonfl_server.<...>:\n" + "\n".join(bare)

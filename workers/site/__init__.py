@@ -6,5 +6,5 @@ job's round in the sandboxed runner (a child process of that job's own, kept acr
 rounds, that sees neither the site token nor any server secret, and only this worker's GPUs:
 `processes`), and uploads the update with its samples, metrics and log. A heartbeat thread
 (`heartbeat`) tells the server the worker is alive and idle or busy. `config` is the running
-worker's configuration (from `workers.settings`) and the GPUs it may use.
+worker's configuration (from `resonfl_server.workers.settings`) and the GPUs it may use.
 """

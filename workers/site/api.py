@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from resonfl.http import NO_RETRY, ApiClient, RetryPolicy, raise_if_retryable
-from workers.site.config import SiteConfig
+from resonfl_server.workers.site.config import SiteConfig
 
 # A round's requests ride out an API restart of up to about two minutes.
 ROUND_RETRY = RetryPolicy(budget_s=120.0)

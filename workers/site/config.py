@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.settings import SiteWorkerSettings, parse_gpus
+from resonfl_server.workers.settings import SiteWorkerSettings, parse_gpus
 
 
 @dataclass

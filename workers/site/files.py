@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 
 from resonfl.archives import safe_extract
-from workers.site.api import SiteAPI
-from workers.site.config import SiteConfig
+from resonfl_server.workers.site.api import SiteAPI
+from resonfl_server.workers.site.config import SiteConfig
 
 BUNDLE_MAX_BYTES = 1 << 40  # a bound on what a download may unpack to, far above any job
 

@@ -8,9 +8,9 @@ import threading
 import httpx
 
 from resonfl.http import NO_RETRY
-from workers.site.api import SiteAPI
-from workers.site.config import SiteConfig
-from workers.site.processes import STATE, close_job_process, job_keys
+from resonfl_server.workers.site.api import SiteAPI
+from resonfl_server.workers.site.config import SiteConfig
+from resonfl_server.workers.site.processes import STATE, close_job_process, job_keys
 
 log = logging.getLogger("resonfl.site")
 

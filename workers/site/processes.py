@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resonfl.runner import SessionPool, WarmPool
-from workers.site.config import SiteConfig
+from resonfl_server.workers.site.config import SiteConfig
 
 
 @dataclass

@@ -16,11 +16,17 @@ from resonfl.http import NO_RETRY
 from resonfl.job import Job
 from resonfl.runner import SandboxCancelled, SandboxError, confine, run_site_round
 from resonfl.runner.confine import Binds
-from workers.client_state import begin_round
-from workers.site.api import SiteAPI
-from workers.site.config import SiteConfig
-from workers.site.files import ensure_bundle, fetch_data_root
-from workers.site.processes import STATE, close_job_process, job_env, job_sessions, warm_pool
+from resonfl_server.workers.client_state import begin_round
+from resonfl_server.workers.site.api import SiteAPI
+from resonfl_server.workers.site.config import SiteConfig
+from resonfl_server.workers.site.files import ensure_bundle, fetch_data_root
+from resonfl_server.workers.site.processes import (
+    STATE,
+    close_job_process,
+    job_env,
+    job_sessions,
+    warm_pool,
+)
 
 log = logging.getLogger("resonfl.site")
 

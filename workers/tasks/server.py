@@ -1,4 +1,4 @@
-"""Aggregator tasks (queue `server`): thin wrappers over backend.services.rounds.
+"""Aggregator tasks (queue `server`): thin wrappers over resonfl_server.backend.services.rounds.
 
 Each is idempotent (the job store's conditional updates decide), so each acks late: an
 aggregator killed mid-task gets the message back and the second run does the right thing.
@@ -10,9 +10,9 @@ import logging
 
 from celery import shared_task
 
-from backend.services import rounds
-from workers.celery_app import SERVER_AGGREGATE, SERVER_RECONCILE, SERVER_START
-from workers.runtime import server_runtime
+from resonfl_server.backend.services import rounds
+from resonfl_server.workers.celery_app import SERVER_AGGREGATE, SERVER_RECONCILE, SERVER_START
+from resonfl_server.workers.runtime import server_runtime
 
 log = logging.getLogger("resonfl.aggregator")
 IDEMPOTENT = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}

@@ -1,8 +1,8 @@
-"""The site task (queue `site.<name>`): thin, the work is in workers.site.rounds.
+"""The site task (queue `site.<name>`): thin, the work is in resonfl_server.workers.site.rounds.
 
 Acked on receipt, not late: a killed worker's message would otherwise come back only after
 the broker's visibility timeout (hours). The job store notices the silent site instead and
-sends the task again (backend.services.rounds.reconcile); running a round twice is harmless
+sends the task again (resonfl_server.backend.services.rounds.reconcile); running a round twice is harmless
 because the upload of a round that is already recorded or closed is refused.
 """
 
@@ -12,9 +12,9 @@ import logging
 
 from celery import shared_task
 
-from workers.celery_app import SITE_TRAIN
-from workers.site.config import site_config
-from workers.site.rounds import train_round
+from resonfl_server.workers.celery_app import SITE_TRAIN
+from resonfl_server.workers.site.config import site_config
+from resonfl_server.workers.site.rounds import train_round
 
 log = logging.getLogger("resonfl.site")
 

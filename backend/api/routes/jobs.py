@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile, status
 from fastapi.responses import FileResponse
 
-from backend.api.deps import (
+from resonfl_server.backend.api.deps import (
     CurrentUser,
     DispatcherDep,
     JobId,
@@ -18,8 +18,8 @@ from backend.api.deps import (
     Skip,
     StoreDep,
 )
-from backend.models import Job
-from backend.schemas.jobs import (
+from resonfl_server.backend.models import Job
+from resonfl_server.backend.schemas.jobs import (
     JobDetail,
     JobLogs,
     JobPublic,
@@ -29,9 +29,9 @@ from backend.schemas.jobs import (
     SiteLog,
     SiteResultPublic,
 )
-from backend.services import jobs as job_service
-from backend.services.submissions import Submission, Upload
-from backend.services.submissions import create_job as submit_job
+from resonfl_server.backend.services import jobs as job_service
+from resonfl_server.backend.services.submissions import Submission, Upload
+from resonfl_server.backend.services.submissions import create_job as submit_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

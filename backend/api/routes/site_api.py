@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from backend.api.deps import (
+from resonfl_server.backend.api.deps import (
     CurrentSite,
     DispatcherDep,
     JobId,
@@ -20,7 +20,7 @@ from backend.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from backend.schemas.sites import (
+from resonfl_server.backend.schemas.sites import (
     HeartbeatIn,
     HeartbeatOut,
     ResultAccepted,
@@ -28,9 +28,9 @@ from backend.schemas.sites import (
     SiteJobPublic,
     SiteStateIn,
 )
-from backend.services import accounts, site_api
-from backend.services.errors import InvalidSubmission, PayloadTooLarge
-from backend.storage import ArtifactStore, ArtifactTooLarge
+from resonfl_server.backend.services import accounts, site_api
+from resonfl_server.backend.services.errors import InvalidSubmission, PayloadTooLarge
+from resonfl_server.backend.storage import ArtifactStore, ArtifactTooLarge
 
 router = APIRouter(prefix="/site", tags=["site"])
 

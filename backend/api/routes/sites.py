@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from backend.api.deps import CurrentAdmin, CurrentUser, SessionDep, SettingsDep
-from backend.models import Site
-from backend.schemas.sites import SiteCreate, SiteCreated, SitePublic, SitesPublic
-from backend.services import accounts
+from resonfl_server.backend.api.deps import CurrentAdmin, CurrentUser, SessionDep, SettingsDep
+from resonfl_server.backend.models import Site
+from resonfl_server.backend.schemas.sites import SiteCreate, SiteCreated, SitePublic, SitesPublic
+from resonfl_server.backend.services import accounts
 
 router = APIRouter(prefix="/sites", tags=["sites"])
 

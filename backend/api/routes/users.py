@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from backend.api.deps import CurrentAdmin, CurrentUser, SessionDep
-from backend.schemas.users import TokenCreate, TokenPublic, UserCreate, UserCreated, UserPublic
-from backend.services import accounts
+from resonfl_server.backend.api.deps import CurrentAdmin, CurrentUser, SessionDep
+from resonfl_server.backend.schemas.users import (
+    TokenCreate,
+    TokenPublic,
+    UserCreate,
+    UserCreated,
+    UserPublic,
+)
+from resonfl_server.backend.services import accounts
 
 router = APIRouter(tags=["users"])
 

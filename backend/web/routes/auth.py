@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from backend.api.deps import SessionDep
-from backend.services import accounts
-from backend.web.session import CsrfChecked, authenticate, load_session
-from backend.web.templating import redirect, render
+from resonfl_server.backend.api.deps import SessionDep
+from resonfl_server.backend.services import accounts
+from resonfl_server.backend.web.session import CsrfChecked, authenticate, load_session
+from resonfl_server.backend.web.templating import redirect, render
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 

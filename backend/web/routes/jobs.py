@@ -8,14 +8,14 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.api.deps import SessionDep, StoreDep
-from backend.models import Job, User
-from backend.services import jobs as job_service
-from backend.services.errors import Conflict, NotFound
-from backend.storage import ArtifactStore
-from backend.web import job_view
-from backend.web.session import CsrfChecked, WebUser
-from backend.web.templating import is_htmx, redirect, render
+from resonfl_server.backend.api.deps import SessionDep, StoreDep
+from resonfl_server.backend.models import Job, User
+from resonfl_server.backend.services import jobs as job_service
+from resonfl_server.backend.services.errors import Conflict, NotFound
+from resonfl_server.backend.storage import ArtifactStore
+from resonfl_server.backend.web import job_view
+from resonfl_server.backend.web.session import CsrfChecked, WebUser
+from resonfl_server.backend.web.templating import is_htmx, redirect, render
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 

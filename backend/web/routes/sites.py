@@ -10,12 +10,12 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.api.deps import SessionDep, SettingsDep
-from backend.models import Job, JobStatus, User
-from backend.services import accounts
-from backend.services.errors import Conflict
-from backend.web.session import CsrfChecked, WebUser
-from backend.web.templating import render
+from resonfl_server.backend.api.deps import SessionDep, SettingsDep
+from resonfl_server.backend.models import Job, JobStatus, User
+from resonfl_server.backend.services import accounts
+from resonfl_server.backend.services.errors import Conflict
+from resonfl_server.backend.web.session import CsrfChecked, WebUser
+from resonfl_server.backend.web.templating import render
 from resonfl.config import SITE_NAME_RE
 
 router = APIRouter(tags=["web"], include_in_schema=False)

@@ -17,17 +17,17 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
 
-from backend.api.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
-from backend.models import User
-from backend.services import accounts, draft_files, submissions
-from backend.services.errors import ServiceError
-from backend.web import drafts
-from backend.web.drafts import STEP_TITLES, STEPS, Draft, DraftStore, StepInvalid
-from backend.web.forms import Errors, fields_of, form_to_raw
-from backend.web.highlight import highlight
-from backend.web.session import CsrfChecked, WebUser, load_session
-from backend.web.templating import redirect, render
-from backend.web.wizard_steps import HANDLERS, StepContext, training_notes_for
+from resonfl_server.backend.api.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
+from resonfl_server.backend.models import User
+from resonfl_server.backend.services import accounts, draft_files, submissions
+from resonfl_server.backend.services.errors import ServiceError
+from resonfl_server.backend.web import drafts
+from resonfl_server.backend.web.drafts import STEP_TITLES, STEPS, Draft, DraftStore, StepInvalid
+from resonfl_server.backend.web.forms import Errors, fields_of, form_to_raw
+from resonfl_server.backend.web.highlight import highlight
+from resonfl_server.backend.web.session import CsrfChecked, WebUser, load_session
+from resonfl_server.backend.web.templating import redirect, render
+from resonfl_server.backend.web.wizard_steps import HANDLERS, StepContext, training_notes_for
 from resonfl.config import TrainingConfig
 
 router = APIRouter(tags=["web"], include_in_schema=False)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from safetensors.torch import save
 from sqlalchemy import select
 
-from backend.models import Job, JobStatus, Round, RoundStatus
+from resonfl_server.backend.models import Job, JobStatus, Round, RoundStatus
 from resonfl.config import FederationConfig, ModelConfig
 from resonfl.job import Job as JobSpec
 

@@ -14,10 +14,10 @@ from pg_support import fresh_postgres_database
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from backend.app import create_app
-from backend.core.config import Settings
-from backend.core.migrate import upgrade_head
-from backend.services import accounts
+from resonfl_server.backend.app import create_app
+from resonfl_server.backend.core.config import Settings
+from resonfl_server.backend.core.migrate import upgrade_head
+from resonfl_server.backend.services import accounts
 
 
 def _postgres_database() -> Iterator[str]:

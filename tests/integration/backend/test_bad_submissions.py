@@ -15,7 +15,7 @@ from backend_support import MAX_UPLOAD, job_spec, submit_zip, zip_folder
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from backend.models import Artifact, Job
+from resonfl_server.backend.models import Artifact, Job
 
 
 @pytest.fixture

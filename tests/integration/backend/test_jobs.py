@@ -9,7 +9,7 @@ from pathlib import Path
 from backend_support import auth, job_spec, open_round, safetensors_bytes, submit_zip, zip_folder
 from fastapi.testclient import TestClient
 
-from backend.models import Job
+from resonfl_server.backend.models import Job
 from resonfl.job import JOB_FILES
 
 

@@ -7,8 +7,8 @@ import json
 import sqlalchemy as sa
 from alembic import command
 
-from backend.core.db import create_db_engine
-from backend.core.migrate import alembic_config
+from resonfl_server.backend.core.db import create_db_engine
+from resonfl_server.backend.core.migrate import alembic_config
 
 NOW = "2026-11-29 03:00:00+00:00"
 OLD_TIMINGS = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from backend.core.db import create_db_engine
-from backend.core.migrate import upgrade_head
-from backend.models import Base
+from resonfl_server.backend.core.db import create_db_engine
+from resonfl_server.backend.core.migrate import upgrade_head
+from resonfl_server.backend.models import Base
 
 
 def test_migrations_match_models(database_url: str) -> None:

@@ -29,7 +29,15 @@ from backend_support import auth, open_round, safetensors_bytes, submit_zip, zip
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from backend.models import ApiToken, Artifact, Job, ResultStatus, Site, SiteResult, User
+from resonfl_server.backend.models import (
+    ApiToken,
+    Artifact,
+    Job,
+    ResultStatus,
+    Site,
+    SiteResult,
+    User,
+)
 
 BIG = 2**63  # past every INTEGER column (SQLite int64, PostgreSQL int4)
 
@@ -107,8 +115,8 @@ def test_out_of_range_numbers_from_sites_are_named(
 
 def test_services_refuse_ids_no_row_can_have(app: Any, session: Any, admin_token: str) -> None:
     """Callers other than the REST API (the web pages) get a 404, not an overflow."""
-    from backend.services import jobs, site_api
-    from backend.services.errors import NotFound
+    from resonfl_server.backend.services import jobs, site_api
+    from resonfl_server.backend.services.errors import NotFound
 
     admin = session.scalar(select(User).where(User.is_admin))
     site = Site(name="site-x", token_hash="0" * 64, gpus=[])

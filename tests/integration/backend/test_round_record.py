@@ -12,9 +12,9 @@ from backend_support import auth, open_round, safetensors_bytes, submit_zip, zip
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from backend.models import Job, Round, RoundMetric
-from backend.services import rounds
-from backend.web import job_view
+from resonfl_server.backend.models import Job, Round, RoundMetric
+from resonfl_server.backend.services import rounds
+from resonfl_server.backend.web import job_view
 
 
 @pytest.fixture

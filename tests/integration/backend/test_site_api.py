@@ -155,7 +155,7 @@ def test_a_result_for_a_round_not_open_is_refused(
 def _artifacts(app: Any) -> list[Any]:
     from sqlalchemy import select
 
-    from backend.models import Artifact
+    from resonfl_server.backend.models import Artifact
 
     with app.state.session_factory() as db:
         return list(db.scalars(select(Artifact)))

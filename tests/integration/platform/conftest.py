@@ -18,8 +18,8 @@ import pytest
 from pg_support import fresh_postgres_database
 from sqlalchemy.engine import make_url
 
-from launcher.local import LocalPlatform
-from launcher.supervise import free_port
+from resonfl_server.launcher.local import LocalPlatform
+from resonfl_server.launcher.supervise import free_port
 
 pytestmark = pytest.mark.integration
 

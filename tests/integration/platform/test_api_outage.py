@@ -18,8 +18,8 @@ import pytest
 import torch
 from test_platform_e2e import auth, read_job, submit, wait_for_state, wait_job
 
-from launcher.local import LocalPlatform
-from launcher.supervise import wait_for_port
+from resonfl_server.launcher.local import LocalPlatform
+from resonfl_server.launcher.supervise import wait_for_port
 from resonfl.catalog import make_job
 
 pytestmark = pytest.mark.integration

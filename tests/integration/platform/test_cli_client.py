@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from resonfl.catalog import make_job
-from launcher.local import LocalPlatform
+from resonfl_server.launcher.local import LocalPlatform
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ import torch
 
 from resonfl.catalog import make_job
 from resonfl.job import Job
-from launcher.local import LocalPlatform
-from workers.dispatch import CeleryDispatcher
+from resonfl_server.launcher.local import LocalPlatform
+from resonfl_server.workers.dispatch import CeleryDispatcher
 
 pytestmark = pytest.mark.integration
 

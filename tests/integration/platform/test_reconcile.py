@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from backend.core.db import create_db_engine, make_session_factory
-from backend.models import (
+from resonfl_server.backend.core.db import create_db_engine, make_session_factory
+from resonfl_server.backend.models import (
     Base,
     Job,
     JobStatus,
@@ -23,8 +23,8 @@ from backend.models import (
     User,
     utcnow,
 )
-from backend.services import rounds
-from backend.storage import ArtifactStore
+from resonfl_server.backend.services import rounds
+from resonfl_server.backend.storage import ArtifactStore
 
 
 class Recorder:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from launcher.supervise import free_port
+from resonfl_server.launcher.supervise import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ import html
 import re
 import xml.etree.ElementTree as ET
 
-from backend.web.charts import Series, line_chart, stacked_bars
-from backend.web.guidance import ema_survival, training_notes
-from backend.web.highlight import highlight
+from resonfl_server.backend.web.charts import Series, line_chart, stacked_bars
+from resonfl_server.backend.web.guidance import ema_survival, training_notes
+from resonfl_server.backend.web.highlight import highlight
 from resonfl.config import TrainingConfig
 from resonfl.job import template_text
 

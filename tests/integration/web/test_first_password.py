@@ -7,8 +7,8 @@ import sys
 
 from fastapi.testclient import TestClient
 
-from backend import cli_admin
-from backend.core.config import Settings
+from resonfl_server.backend import cli_admin
+from resonfl_server.backend.core.config import Settings
 from web_support import sign_in
 
 

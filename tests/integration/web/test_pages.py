@@ -89,7 +89,7 @@ def test_registering_a_bad_site_name_shows_the_error_beside_the_field(
 def test_a_user_who_is_not_admin_cannot_register_sites(
     client: TestClient, session: Session, admin: Any
 ) -> None:
-    from backend.services import accounts
+    from resonfl_server.backend.services import accounts
 
     accounts.create_user(session, "bob@example.org", PASSWORD)
     token = sign_in(client, "bob@example.org")
@@ -122,7 +122,7 @@ def test_every_input_on_the_wizard_pages_has_a_label(
 
 
 def test_sign_in_with_an_api_token(client: TestClient, session: Session) -> None:
-    from backend.services import accounts
+    from resonfl_server.backend.services import accounts
 
     token = accounts.ensure_admin(session, "admin@localhost")
     csrf = csrf_of(client.get("/login").text)

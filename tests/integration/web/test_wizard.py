@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from backend.models import Job as JobRow
+from resonfl_server.backend.models import Job as JobRow
 from resonfl.catalog import get_example
 from resonfl.catalog.shards import make_shards
 from resonfl.config import FederationConfig, TrainingConfig
@@ -248,7 +248,7 @@ def test_review_redirects_to_the_first_unfinished_step(client: TestClient, signe
 def test_the_live_region_stops_polling_once_the_job_ended(
     client: TestClient, signed_in: str, sites: list[str], session: Session, status: str
 ) -> None:
-    from backend.models import JobStatus
+    from resonfl_server.backend.models import JobStatus
 
     page = walk_to(client, signed_in, "review")
     job_url = client.post(f"{page.base}/review/submit", data={"csrf_token": signed_in}).headers[

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.services.archives import member_path, safe_extract
-from backend.services.errors import InvalidSubmission, PayloadTooLarge
+from resonfl_server.backend.services.archives import member_path, safe_extract
+from resonfl_server.backend.services.errors import InvalidSubmission, PayloadTooLarge
 
 
 @pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "C:/x", "a\\..\\x"])

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-from backend.core.security import hash_password, hash_token, new_token, verify_password
+from resonfl_server.backend.core.security import (
+    hash_password,
+    hash_token,
+    new_token,
+    verify_password,
+)
 
 
 def test_a_password_verifies_only_against_its_own_hash() -> None:

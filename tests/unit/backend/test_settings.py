@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from backend.core.config import Settings
+from resonfl_server.backend.core.config import Settings
 
 
 @pytest.fixture(autouse=True)

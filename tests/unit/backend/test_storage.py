@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.storage import ArtifactStore, ArtifactTooLarge
+from resonfl_server.backend.storage import ArtifactStore, ArtifactTooLarge
 
 
 def test_put_returns_key_hash_and_size(tmp_path: Path) -> None:
