@@ -144,6 +144,8 @@ def federation_notes(raw: Raw, model_source: str) -> list[Note]:
                 "aggregator",
             )
         )
+    if algorithm is not None:
+        notes.extend(_robustness_notes(algorithm.path.rsplit(".", 1)[1], raw, algorithm.key))
     rounds = _num(raw.get("num_rounds"))
     if rounds and rounds > 20:
         notes.append(
@@ -153,6 +155,53 @@ def federation_notes(raw: Raw, model_source: str) -> list[Note]:
                 "Every round adds upload, aggregation and redistribution overhead; doubling "
                 "rounds doubles it even when local work shrinks.",
                 "num_rounds",
+            )
+        )
+    return notes
+
+
+BUFFERED = ("CoordinateMedian", "TrimmedMean", "Krum", "MultiKrum")
+
+
+def _robustness_notes(name: str, raw: Raw, key: str) -> list[Note]:
+    """The robust rules' costs, in the playbook's voice: what each buys and what it costs."""
+    notes: list[Note] = []
+    sites = [s for s in (raw.get("sites") or "").split(",") if s]
+    if name in BUFFERED:
+        count = f"{len(sites)} sites" if sites else "every site"
+        notes.append(
+            Note(
+                "info",
+                "Robust rules hold every update in memory",
+                f"{name} needs all updates at once: the aggregator holds {count} x the model "
+                "size until the round closes (FedAvg holds one accumulator). Robust rules also "
+                "discard honest but unusual sites: on non-IID data expect a lower clean top-1 "
+                "than FedAvg (docs/results.md measures it). Change one thing at a time: run "
+                "the clean job with FedAvg first.",
+                "aggregator",
+            )
+        )
+    if name == "Krum":
+        notes.append(
+            Note(
+                "warn",
+                "Krum keeps one site's model",
+                "Each round one site's update becomes the global model. When sites hold "
+                "different classes that model knows only its own: prefer MultiKrum, which "
+                "averages the n - f best-scored updates.",
+                "aggregator",
+            )
+        )
+    if name == "NormClip":
+        notes.append(
+            Note(
+                "info",
+                "Set the clip near the honest norms",
+                "Too small and every honest update is shortened (slower training); too large and "
+                "nothing is clipped. Run a round first and read update_norm_median on the job "
+                "page; clipping bounds a bad site's pull but outvotes no one: pair it with the "
+                "median when you expect attackers.",
+                f"{key}__max_norm",
             )
         )
     return notes

@@ -168,6 +168,18 @@ class Aggregator(ABC):
         """`client_task_args` of this aggregator's own args."""
         return self.client_task_args(self.args)
 
+    def round_metrics(self) -> dict[str, float]:
+        """Numbers this aggregator learned in the round just aggregated (e.g. DP-FedAvg's
+        epsilon, how many updates were clipped); `fold_round` adds them to the round's metrics,
+        which the job page plots. Empty by default."""
+        return {}
+
+    def stop_reason(self, site_metrics: Mapping[str, Mapping[str, float]]) -> str | None:
+        """Why the job must end after the round just aggregated (a privacy budget that one
+        more round would exceed), or None to go on. `fold_round` then saves this round's
+        weights as the final model."""
+        return None
+
     def state_dict(self) -> AggregatorState:
         """Server-side state to persist with each round's global model; empty by default."""
         return {"tensors": {}, "meta": {"algorithm": type(self).__name__}}

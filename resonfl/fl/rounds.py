@@ -10,7 +10,9 @@ Like NVIDIA FLARE's scatter-and-gather controller, but as one pure function:
     fold      each `SiteUpdate` in arrival order: its weights are loaded only when folded and
               dropped right after, so memory is the global model, the accumulator and one
               update, however many sites report (a refused update changes nothing)
-    close     too few accepted -> `RoundTooSmallError`; else ``aggregator.aggregate()``
+    close     too few accepted -> `RoundTooSmallError`; else ``aggregator.aggregate()``;
+              its ``round_metrics()`` join the sites' weighted metrics, and its
+              ``stop_reason()`` (a privacy budget spent) makes this round the final one
     persist   ``persistor.save_round`` (and ``save_final`` after the last round), then the
               aggregator's state for round r (atomic file), so a restarted server resumes
               from the last persisted round
@@ -79,6 +81,7 @@ class RoundOutcome:
     samples: dict[str, int]
     site_metrics: dict[str, dict[str, float]]
     metrics: dict[str, float]
+    stopped: str | None = None  # why the job ends after this round (its weights are final)
 
 
 class RoundTooSmallError(FLError):
@@ -163,6 +166,8 @@ def fold_round(
     if len(accepted) < needed:
         raise RoundTooSmallError(round_num, len(accepted), needed, refused)
     weights = aggregator.aggregate()
+    stopped = None if final else aggregator.stop_reason(site_metrics)
+    final = final or stopped is not None
     if persistor is not None:
         persistor.save_round(weights, round_num)
     if state is not None:
@@ -176,7 +181,11 @@ def fold_round(
         refused=refused,
         samples=samples,
         site_metrics=site_metrics,
-        metrics=weighted_metrics((site_metrics[s], samples[s]) for s in accepted),
+        metrics={
+            **weighted_metrics((site_metrics[s], samples[s]) for s in accepted),
+            **aggregator.round_metrics(),
+        },
+        stopped=stopped,
     )
 
 

@@ -81,7 +81,8 @@ def test_an_algorithm_form_at_its_defaults_gives_its_args_defaults(key: str) -> 
     required = {name for name, info in algorithm.args.model_fields.items() if info.is_required()}
     if required:
         pytest.skip(f"{key} has required args ({sorted(required)}): no all-default form")
-    args, errors = algorithm.parse(algorithm.defaults(), ["site-1", "site-2"])
+    sites = [f"site-{i}" for i in range(1, 9)]  # enough for robust rules at their default f
+    args, errors = algorithm.parse(algorithm.defaults(), sites)
     assert errors == {}
     assert args == algorithm.args().model_dump(mode="json")
 

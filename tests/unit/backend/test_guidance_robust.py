@@ -1,0 +1,28 @@
+"""The Federation step's notes for robust and private aggregators."""
+
+from resonfl_server.backend.web.guidance import federation_notes
+
+
+def _titles(raw: dict[str, str]) -> list[str]:
+    return [n.title for n in federation_notes(raw, "")]
+
+
+def test_a_buffered_rule_states_its_memory_cost_for_the_chosen_sites() -> None:
+    notes = federation_notes({"aggregator": "coordinatemedian", "sites": "a,b,c"}, "")
+    memory = next(n for n in notes if n.title == "Robust rules hold every update in memory")
+    assert "3 sites x the model size" in memory.text
+
+
+def test_krum_warns_that_it_keeps_one_sites_model() -> None:
+    assert "Krum keeps one site's model" in _titles({"aggregator": "krum"})
+    assert "Krum keeps one site's model" not in _titles({"aggregator": "multikrum"})
+
+
+def test_fedavg_gets_no_robustness_note() -> None:
+    titles = _titles({"aggregator": "fedavg", "sites": "a,b"})
+    assert not any("Robust" in t or "clip" in t for t in titles)
+
+
+def test_norm_clip_points_at_its_bound() -> None:
+    note = next(n for n in federation_notes({"aggregator": "normclip"}, "") if "clip" in n.title)
+    assert note.field == "normclip__max_norm"
