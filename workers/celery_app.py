@@ -16,6 +16,7 @@ SERVER_QUEUE = "server"
 SITE_TRAIN = "resonfl.site.train"
 SERVER_START = "resonfl.server.start"
 SERVER_AGGREGATE = "resonfl.server.aggregate"
+SERVER_FOLD = "resonfl.server.fold"
 SERVER_RECONCILE = "resonfl.server.reconcile"
 
 # A killed worker's unacked message comes back only after this long (see ARCHITECTURE

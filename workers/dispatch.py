@@ -6,6 +6,7 @@ from celery import Celery
 
 from resonfl_server.workers.celery_app import (
     SERVER_AGGREGATE,
+    SERVER_FOLD,
     SERVER_QUEUE,
     SERVER_START,
     SITE_TRAIN,
@@ -29,3 +30,6 @@ class CeleryDispatcher:
 
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         self.app.send_task(SERVER_AGGREGATE, args=[job_id, round_num], queue=SERVER_QUEUE)
+
+    def send_fold(self, job_id: int, round_num: int, site: str) -> None:
+        self.app.send_task(SERVER_FOLD, args=[job_id, round_num, site], queue=SERVER_QUEUE)

@@ -22,6 +22,10 @@ class Dispatcher(Protocol):
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         """Enqueue the (exactly-once, idempotent) aggregation of a round."""
 
+    def send_fold(self, job_id: int, round_num: int, site: str) -> None:
+        """Enqueue folding one site's update into its running round (idempotent; losing the
+        message only means the aggregation folds that update itself)."""
+
 
 def load_dispatcher(settings: Settings, path: str = DEFAULT_DISPATCHER) -> Dispatcher:
     """Build the production dispatcher: `path` names a class taking the Settings."""

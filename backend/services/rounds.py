@@ -4,9 +4,13 @@ Life of a job (rounds are 0-based):
 
     start_job        queued, send_start                           (API: submit)
     init_job         initial weights in the sandbox, open round 0 (aggregator: start task)
-    record_result    a site's update or error is in; enough? send_aggregate  (API: site result)
-    aggregate_round  exactly once per (job, round): fold updates, persist, open the next round
-                     or write model_out/checkpoint.pt and finish    (aggregator: aggregate task)
+    record_result    a site's update or error is in; enough? send_aggregate, else send_fold
+                                                                    (API: site result)
+    fold_arrived     fold that update into the round's running sum now, so aggregation hides
+                     behind the slowest site (a cache: see folds.py)  (aggregator: fold task)
+    aggregate_round  exactly once per (job, round): fold the updates not folded yet, persist,
+                     open the next round or write model_out/checkpoint.pt and finish
+                                                                    (aggregator: aggregate task)
     reconcile        deadlines, silent sites, lost messages, restarts (aggregator: loop)
     cancel_job       cancelled; late results are ignored            (API: cancel)
 
@@ -43,13 +47,14 @@ from resonfl_server.backend.models import (
     SiteStatus,
     utcnow,
 )
+from resonfl_server.backend.services import folds
 from resonfl_server.backend.services.dispatch import Dispatcher
 from resonfl_server.backend.storage import ArtifactStore
 from resonfl.job import Job as JobSpec
 from resonfl.runner import SandboxError, init_global_weights
 
 if TYPE_CHECKING:
-    from resonfl.fl.rounds import SiteUpdate
+    from resonfl.fl.rounds import RoundFold, SiteUpdate
 
 log = logging.getLogger("resonfl.rounds")
 
@@ -131,24 +136,89 @@ def init_job(session: Session, store: ArtifactStore, job_id: int, dispatcher: Di
 
 # ------------------------------------------------------------------------------ results
 def record_result(
-    session: Session, job_id: int, round_num: int, dispatcher: Dispatcher | None = None
+    session: Session,
+    job_id: int,
+    round_num: int,
+    dispatcher: Dispatcher | None = None,
+    *,
+    site: str | None = None,
 ) -> bool:
     """A site's result row (done or failed) is flushed; commit it and aggregate when due.
 
     The site API has already written the site's report to its SiteResult row, so only ids
-    cross here. Returns True when an aggregate was requested.
+    cross here. Returns True when an aggregate was requested. A done update (`site`) of a
+    round that is not due yet is sent to be folded now (`fold_arrived`); the update that makes
+    the round due is folded by the aggregation itself.
     Calling it again for the same result changes nothing and may re-send the (idempotent)
-    aggregate request.
+    fold or aggregate request.
     """
     session.commit()
     rnd = session.scalar(select(Round).where(Round.job_id == job_id, Round.number == round_num))
     job = session.get(Job, job_id)
     if rnd is None or job is None or job.status != JobStatus.RUNNING:
         return False
-    if rnd.status != RoundStatus.RUNNING or not _round_is_due(session, job, rnd):
+    if rnd.status != RoundStatus.RUNNING:
+        return False
+    if not _round_is_due(session, job, rnd):
+        if dispatcher is not None and site is not None:
+            dispatcher.send_fold(job_id, round_num, site)
         return False
     if dispatcher is not None:
         dispatcher.send_aggregate(job_id, round_num)
+    return True
+
+
+def fold_arrived(
+    session: Session, store: ArtifactStore, job_id: int, round_num: int, site: str
+) -> bool:
+    """Fold `site`'s update into its running round now (aggregator: fold task).
+
+    True when this call folded it; False when there is nothing to do: the round or job is no
+    longer running, the result is not done, the site was folded already (a redelivered
+    message), or the round was taken for aggregation (which folds it itself)."""
+    job = session.get(Job, job_id, populate_existing=True)
+    rnd = session.scalar(
+        select(Round)
+        .where(Round.job_id == job_id, Round.number == round_num)
+        .execution_options(populate_existing=True)
+    )
+    res = session.scalar(
+        select(SiteResult)
+        .where(
+            SiteResult.job_id == job_id,
+            SiteResult.round_num == round_num,
+            SiteResult.site == site,
+        )
+        .execution_options(populate_existing=True)
+    )
+    session.commit()
+    if job is None or job.status != JobStatus.RUNNING:
+        folds.REGISTRY.drop_job(job_id)
+        return False
+    if rnd is None or rnd.status != RoundStatus.RUNNING or not rnd.weights_key:
+        return False
+    if res is None or res.status != ResultStatus.DONE:
+        return False
+    entry = folds.REGISTRY.entry(job_id, round_num, rnd.weights_key)
+    if entry is None:
+        return False
+    began = time.monotonic()
+    with entry.lock:
+        if entry.closed:
+            return False
+        if entry.fold is None:
+            entry.fold = _open_fold(store, job, rnd)
+        if site in entry.fold.seen:
+            return False
+        reason = entry.fold.fold(_site_update(store, res))
+    log.info(
+        "folded job %s round %s site %s on arrival in %.3fs%s",
+        job_id,
+        round_num,
+        site,
+        time.monotonic() - began,
+        f" (refused: {reason})" if reason else "",
+    )
     return True
 
 
@@ -239,25 +309,12 @@ def _aggregate_claimed(
     """Fold the round's updates, persist, then open the next round or finish; commits once."""
     # torch-backed FL core: imported here so the API process (which imports this module)
     # never loads torch; only the aggregator runs this
-    from resonfl.fl.rounds import (  # lazy: torch
-        AggregatorStateStore,
-        RoundTooSmallError,
-        fold_round,
-    )
-    from resonfl.fl.shareable import (  # lazy: torch
-        load_weights,
-        read_parameter_names,
-        save_weights,
-    )
+    from resonfl.fl.rounds import AggregatorStateStore, RoundTooSmallError  # lazy: torch
+    from resonfl.fl.shareable import save_weights  # lazy: torch
     from resonfl.templates.custom_persistor import PTFileModelPersistor  # lazy: torch
 
     spec = _load_spec(store, job.id)
     rnd = _round(session, job.id, round_num)
-    global_path = _verified(store, rnd.weights_key, rnd.weights_sha256, "global weights")
-    aggregator = spec.job.build_aggregator()
-    # Round 0's weights (built in the sandbox) name the parameters; later rounds get them back
-    # from the aggregator state saved with round r-1 (fold_round restores it first).
-    aggregator.bind_model(read_parameter_names(global_path))
     results = _results(session, job.id, round_num)
     for res in results:
         if res.status in PENDING_RESULT:
@@ -266,15 +323,17 @@ def _aggregate_claimed(
     done = {r.site: r for r in results if r.status == ResultStatus.DONE}
     last = round_num + 1 >= spec.num_rounds
     persistor = PTFileModelPersistor(store.workspace(job.id))
+    state = AggregatorStateStore(store.workspace(job.id) / STATE_DIR)
+    fold = _taken_fold(job.id, rnd, set(done))
+    if fold is None:
+        fold = _open_fold(store, job, rnd, spec)
     try:
-        outcome = fold_round(
-            aggregator,
-            load_weights(global_path),
-            round_num,
-            (_site_update(store, res) for res in done.values()),
+        for site in sorted(set(done) - fold.seen):
+            fold.fold(_site_update(store, done[site]))
+        outcome = fold.close(
             needed=spec.workflow.min_results(round_num, list(job.sites)),
             persistor=persistor,
-            state=AggregatorStateStore(store.workspace(job.id) / STATE_DIR),
+            state=state,
             final=last,
         )
     except RoundTooSmallError as exc:
@@ -304,6 +363,39 @@ def _aggregate_claimed(
         return _open_round(session, store, job, spec, round_num + 1, out, digest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _taken_fold(job_id: int, rnd: Round, done: set[str]) -> RoundFold | None:
+    """The running fold of this round (folded as updates arrived), if this process has one
+    that started from this round's weights and folded only results that are done now."""
+    entry = folds.REGISTRY.take(job_id, rnd.number)
+    if entry is None or entry.fold is None or entry.weights_key != rnd.weights_key:
+        return None
+    if not entry.fold.seen <= done:
+        return None  # cannot happen (done is final); start over rather than trust it
+    return entry.fold
+
+
+def _open_fold(store: ArtifactStore, job: Job, rnd: Round, spec: _Spec | None = None) -> RoundFold:
+    """Open the round's fold: the job's aggregator, its state after round r-1 restored, reset
+    to the round's global weights."""
+    # torch-backed FL core: imported here so the API process (which imports this module)
+    # never loads torch; only the aggregator runs this
+    from resonfl.fl.rounds import AggregatorStateStore, RoundFold  # lazy: torch
+    from resonfl.fl.shareable import load_weights, read_parameter_names  # lazy: torch
+
+    spec = spec or _load_spec(store, job.id)
+    global_path = _verified(store, rnd.weights_key, rnd.weights_sha256, "global weights")
+    aggregator = spec.job.build_aggregator()
+    # Round 0's weights (built in the sandbox) name the parameters; later rounds get them back
+    # from the aggregator state saved with round r-1 (RoundFold restores it first).
+    aggregator.bind_model(read_parameter_names(global_path))
+    return RoundFold(
+        aggregator,
+        load_weights(global_path),
+        rnd.number,
+        state=AggregatorStateStore(store.workspace(job.id) / STATE_DIR),
+    )
 
 
 def _site_update(store: ArtifactStore, res: SiteResult) -> SiteUpdate:

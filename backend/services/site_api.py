@@ -140,7 +140,7 @@ def submit_result(
         raise
     if report is None:
         return result, True
-    _hand_over(session, job_id, round_num, dispatcher)
+    _hand_over(session, job_id, round_num, dispatcher, site.name)
     return result, False
 
 
@@ -209,8 +209,14 @@ def _record(
 
 
 # -- helpers -----------------------------------------------------------------------------
-def _hand_over(session: Session, job_id: int, round_num: int, dispatcher: Dispatcher) -> None:
-    rounds.record_result(session, job_id, round_num, dispatcher)
+def _hand_over(
+    session: Session,
+    job_id: int,
+    round_num: int,
+    dispatcher: Dispatcher,
+    done_site: str | None = None,
+) -> None:
+    rounds.record_result(session, job_id, round_num, dispatcher, site=done_site)
     session.commit()  # a no-op when record_result committed already
 
 

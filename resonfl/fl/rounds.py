@@ -131,6 +131,86 @@ class AggregatorStateStore:
         return True
 
 
+class RoundFold:
+    """One round of the loop, opened now and folded one update at a time, as each arrives.
+
+    The platform's aggregator opens it when a round's first update is in and folds each later
+    one when its message comes, so the fold hides behind the slowest site; `fold_round` is
+    the same thing over an iterable. A site is folded at most once: `fold` of a site already
+    folded (or refused) changes nothing and returns None, so a redelivered message is harmless.
+    """
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        global_weights: StateDict,
+        round_num: int,
+        *,
+        state: AggregatorStateStore | None = None,
+    ) -> None:
+        if state is not None:
+            state.restore(aggregator, round_num)
+        aggregator.reset(global_weights, round_num)
+        self.aggregator, self.round_num = aggregator, round_num
+        self.accepted: list[str] = []
+        self.refused: dict[str, str] = {}
+        self.samples: dict[str, int] = {}
+        self.site_metrics: dict[str, dict[str, float]] = {}
+
+    @property
+    def seen(self) -> frozenset[str]:
+        """Sites folded or refused so far."""
+        return frozenset(self.accepted) | frozenset(self.refused)
+
+    def fold(self, update: SiteUpdate) -> str | None:
+        """Fold one update; the reason it was refused, or None (also for a site seen before)."""
+        if update.site in self.seen:
+            return None
+        reason = _fold_one(self.aggregator, update)
+        if reason is not None:
+            self.refused[update.site] = reason
+            return reason
+        self.accepted.append(update.site)
+        self.samples[update.site] = int(update.samples)
+        self.site_metrics[update.site] = dict(update.metrics)
+        return None
+
+    def close(
+        self,
+        *,
+        needed: int,
+        persistor: Persistor | None = None,
+        state: AggregatorStateStore | None = None,
+        final: bool = False,
+    ) -> RoundOutcome:
+        """Aggregate and persist (see the module's loop); RoundTooSmallError below `needed`."""
+        accepted = list(self.accepted)
+        if len(accepted) < needed:
+            raise RoundTooSmallError(self.round_num, len(accepted), needed, dict(self.refused))
+        weights = self.aggregator.aggregate()
+        stopped = None if final else self.aggregator.stop_reason(self.site_metrics)
+        final = final or stopped is not None
+        if persistor is not None:
+            persistor.save_round(weights, self.round_num)
+        if state is not None:
+            state.save(self.aggregator, self.round_num)
+        if final and persistor is not None:
+            persistor.save_final(weights)
+        return RoundOutcome(
+            round_num=self.round_num,
+            weights=weights,
+            accepted=accepted,
+            refused=dict(self.refused),
+            samples=dict(self.samples),
+            site_metrics=dict(self.site_metrics),
+            metrics={
+                **weighted_metrics((self.site_metrics[s], self.samples[s]) for s in accepted),
+                **self.aggregator.round_metrics(),
+            },
+            stopped=stopped,
+        )
+
+
 def fold_round(
     aggregator: Aggregator,
     global_weights: StateDict,
@@ -148,45 +228,10 @@ def fold_round(
     error (a persistor that cannot write) propagates with nothing half-persisted for the round
     beyond what the persistor's own atomic writes allow.
     """
-    if state is not None:
-        state.restore(aggregator, round_num)
-    aggregator.reset(global_weights, round_num)
-    accepted: list[str] = []
-    refused: dict[str, str] = {}
-    samples: dict[str, int] = {}
-    site_metrics: dict[str, dict[str, float]] = {}
+    fold = RoundFold(aggregator, global_weights, round_num, state=state)
     for update in updates:
-        reason = _fold_one(aggregator, update)
-        if reason is not None:
-            refused[update.site] = reason
-            continue
-        accepted.append(update.site)
-        samples[update.site] = int(update.samples)
-        site_metrics[update.site] = dict(update.metrics)
-    if len(accepted) < needed:
-        raise RoundTooSmallError(round_num, len(accepted), needed, refused)
-    weights = aggregator.aggregate()
-    stopped = None if final else aggregator.stop_reason(site_metrics)
-    final = final or stopped is not None
-    if persistor is not None:
-        persistor.save_round(weights, round_num)
-    if state is not None:
-        state.save(aggregator, round_num)
-    if final and persistor is not None:
-        persistor.save_final(weights)
-    return RoundOutcome(
-        round_num=round_num,
-        weights=weights,
-        accepted=accepted,
-        refused=refused,
-        samples=samples,
-        site_metrics=site_metrics,
-        metrics={
-            **weighted_metrics((site_metrics[s], samples[s]) for s in accepted),
-            **aggregator.round_metrics(),
-        },
-        stopped=stopped,
-    )
+        fold.fold(update)
+    return fold.close(needed=needed, persistor=persistor, state=state, final=final)
 
 
 def _fold_one(aggregator: Aggregator, update: SiteUpdate) -> str | None:
@@ -209,6 +254,7 @@ def _fold_one(aggregator: Aggregator, update: SiteUpdate) -> str | None:
 __all__ = [
     "AggregatorStateStore",
     "Persistor",
+    "RoundFold",
     "RoundOutcome",
     "RoundTooSmallError",
     "SiteUpdate",

@@ -11,7 +11,12 @@ import logging
 from celery import shared_task
 
 from resonfl_server.backend.services import rounds
-from resonfl_server.workers.celery_app import SERVER_AGGREGATE, SERVER_RECONCILE, SERVER_START
+from resonfl_server.workers.celery_app import (
+    SERVER_AGGREGATE,
+    SERVER_FOLD,
+    SERVER_RECONCILE,
+    SERVER_START,
+)
 from resonfl_server.workers.runtime import server_runtime
 
 log = logging.getLogger("resonfl.aggregator")
@@ -33,6 +38,13 @@ def aggregate(job_id: int, round_num: int) -> bool:
     if done:
         log.info("aggregated job %s round %s", job_id, round_num)
     return done
+
+
+@shared_task(name=SERVER_FOLD, **IDEMPOTENT)
+def fold(job_id: int, round_num: int, site: str) -> bool:
+    rt = server_runtime()
+    with rt.session() as session:
+        return rounds.fold_arrived(session, rt.store, job_id, round_num, site)
 
 
 @shared_task(name=SERVER_RECONCILE, **IDEMPOTENT)

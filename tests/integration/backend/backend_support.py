@@ -52,6 +52,9 @@ class RecordingDispatcher:
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         self.calls.append(("aggregate", job_id, round_num))
 
+    def send_fold(self, job_id: int, round_num: int, site: str) -> None:
+        self.calls.append(("fold", job_id, round_num, site))
+
 
 
 def auth(token: str) -> dict[str, str]:

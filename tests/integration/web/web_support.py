@@ -25,6 +25,9 @@ class RecordingDispatcher:
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         self.sent.append(("aggregate", job_id, round_num))
 
+    def send_fold(self, job_id: int, round_num: int, site: str) -> None:
+        self.sent.append(("fold", job_id, round_num, site))
+
 
 
 def csrf_of(html: str) -> str:
