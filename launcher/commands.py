@@ -60,6 +60,24 @@ def register(subparsers: Any) -> None:
     w.add_argument("--gpus", help="GPU indices this worker may use, e.g. 0,1 ('' for none)")
     w.add_argument("--heartbeat", type=float, help="seconds between heartbeats")
     w.add_argument("--threads", type=int, help="CPU threads per job process")
+    w.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="NAME=/folder[:format]",
+        help="a dataset this site holds (repeatable); format: image-folder, npz, csv, files "
+        "(default: guessed). Job code sees it read-only as DATA_ROOT",
+    )
+    w.add_argument(
+        "--settings",
+        type=Path,
+        help="TOML settings file: [datasets.NAME] and [policy] (RESONFL_SITE_SETTINGS)",
+    )
+    w.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="every job waits for `resonfl site approve` on this machine (policy)",
+    )
     w.add_argument("--unsafe-no-sandbox", action="store_true", help=UNSAFE_HELP)
     w.set_defaults(func=cmd_worker)
 
@@ -138,8 +156,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        site_config.declare(
+            cfg, args.settings or env.site_settings, args.dataset, args.require_approval
+        )
+    except ValueError as exc:  # DatasetError / PolicyError: the message names the culprit
+        print(f"resonfl worker: {exc}", file=sys.stderr)
+        return 2
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for report in cfg.reports:
+        log.info(
+            "site %s: dataset %s (%s): %d samples%s",
+            cfg.site,
+            report.name,
+            report.format,
+            report.samples,
+            f", {len(report.labels)} labels" if report.labels else "",
+        )
+    log.info("site %s: policy %s", cfg.site, cfg.policy.as_dict())
     configure_sandbox(args.unsafe_no_sandbox, f"site worker {cfg.site}")
     cfg.data_root.mkdir(parents=True, exist_ok=True)
     site_config.install(cfg)

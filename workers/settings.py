@@ -37,6 +37,9 @@ class SiteWorkerSettings(BaseSettings):
     worker_data_root: Path = Path("./site-data")
     gpus: str | None = Field(None, description="comma-separated GPU indices; empty: no GPU")
     heartbeat_s: float = Field(10.0, gt=0)
+    site_settings: Path | None = Field(
+        None, description="TOML file: [datasets.NAME] and [policy] (workers/site/policy.py)"
+    )
 
 
 class SandboxSettings(BaseSettings):

@@ -28,4 +28,7 @@ class Site(Base):
     status: Mapped[SiteStatus] = mapped_column(str_enum(SiteStatus), default=SiteStatus.REGISTERED)
     last_heartbeat: Mapped[datetime | None]
     gpus: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # as the worker last reported them (schemas.sites.SiteDatasetPublic / SitePolicyPublic)
+    datasets: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

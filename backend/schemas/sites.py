@@ -9,7 +9,38 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from resonfl_server.backend.models import INT_MAX, ResultStatus, SiteStatus
 from resonfl_server.backend.schemas.common import CleanStr, FiniteFloat, clean_json
-from resonfl.config import SITE_NAME_RE
+from resonfl.config import DATASET_NAME_RE, SITE_NAME_RE
+
+DatasetFormat = Literal["image-folder", "npz", "csv", "files"]
+
+
+class SiteDatasetPublic(BaseModel):
+    """A dataset a site holds, as its worker counted it: never file names or contents."""
+
+    name: str = Field(pattern=DATASET_NAME_RE.pattern)
+    format: DatasetFormat
+    description: CleanStr = Field("", max_length=200)
+    samples: int = Field(ge=0, le=INT_MAX)
+    labels: dict[Annotated[CleanStr, Field(max_length=200)], Annotated[int, Field(ge=0)]] | None = (
+        Field(
+            None,
+            max_length=1000,
+            description="samples per label (class), where the format has labels",
+        )
+    )
+
+
+class SitePolicyPublic(BaseModel):
+    """What a site lets run (its worker's settings; the worker enforces them itself)."""
+
+    submitters: list[Annotated[CleanStr, Field(max_length=320)]] | None = Field(
+        None, max_length=1000, description="e-mails whose jobs the site runs; null: anyone"
+    )
+    require_approval: bool = Field(False, description="each job waits for the site's operator")
+    max_gpus: int | None = Field(None, ge=0)
+    max_wall_time_s: FiniteFloat | None = Field(None, gt=0)
+    network: bool = Field(False, description="job code may use the network")
+    requirements: CleanStr = Field("off", max_length=40, description="requirements.txt installs")
 
 
 class SiteCreate(BaseModel):
@@ -25,6 +56,8 @@ class SitePublic(BaseModel):
     online: bool = Field(False, description="heard from within site_heartbeat_timeout_s")
     last_heartbeat: datetime | None
     gpus: list[dict[str, Any]]
+    datasets: list[SiteDatasetPublic] = Field(default_factory=list)
+    policy: SitePolicyPublic | None = Field(None, description="null until the worker reports")
     created_at: datetime
 
 
@@ -42,6 +75,8 @@ class HeartbeatIn(BaseModel):
     gpus: Annotated[list[dict[str, Any]], AfterValidator(clean_json)] = Field(
         default_factory=list, description="what the worker sees, e.g. [{index, name, memory_mb}]"
     )
+    datasets: list[SiteDatasetPublic] = Field(default_factory=list, max_length=1000)
+    policy: SitePolicyPublic = Field(default_factory=SitePolicyPublic)
 
 
 class HeartbeatOut(BaseModel):

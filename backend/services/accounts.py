@@ -132,9 +132,18 @@ def is_online(site: Site, timeout_s: float) -> bool:
     return utcnow() - site.last_heartbeat <= timedelta(seconds=timeout_s)
 
 
-def heartbeat(session: Session, site: Site, status: str, gpus: list[dict[str, Any]]) -> Site:
+def heartbeat(
+    session: Session,
+    site: Site,
+    status: str,
+    gpus: list[dict[str, Any]],
+    datasets: list[dict[str, Any]] | None = None,
+    policy: dict[str, Any] | None = None,
+) -> Site:
     site.status = SiteStatus(status)
     site.gpus = gpus
+    site.datasets = datasets or []
+    site.policy = policy
     site.last_heartbeat = utcnow()
     session.commit()
     return site

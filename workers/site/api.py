@@ -31,7 +31,13 @@ class SiteAPI(ApiClient):
         self.cfg = cfg
 
     def heartbeat(self, status: str, gpus: list[dict[str, Any]]) -> None:
-        body = {"status": status, "gpus": gpus}
+        """Alive, idle or busy; with the GPUs, the datasets' counts and the policy."""
+        body = {
+            "status": status,
+            "gpus": gpus,
+            "datasets": [r.as_dict() for r in self.cfg.reports],
+            "policy": self.cfg.policy.as_dict(),
+        }
         self.request("POST", "/site/status", json=body, retry=NO_RETRY).raise_for_status()
 
     def job(self, job_id: int, retry: RetryPolicy | None = None) -> dict[str, Any]:

@@ -5,11 +5,24 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resonfl_server.workers.settings import SiteWorkerSettings, parse_gpus
+from resonfl_server.workers.settings import SandboxSettings, SiteWorkerSettings, parse_gpus
+from resonfl_server.workers.site.datasets import (
+    DatasetReport,
+    SiteDataset,
+    check_unique,
+    inspect,
+    parse_flag,
+)
+from resonfl_server.workers.site.policy import SitePolicy, load_settings_file
+
+
+def requirements_policy() -> str:
+    """Whether this site installs a job's requirements (the installer's own setting)."""
+    return "off"
 
 
 @dataclass
@@ -21,6 +34,12 @@ class SiteConfig:
     gpus: list[str] | None = None  # None: every GPU nvidia-smi sees; []: none
     heartbeat_s: float = 10.0
     threads: int | None = None  # OMP/MKL threads of a job process
+    datasets: list[SiteDataset] = field(default_factory=list)  # what the operator declared
+    reports: list[DatasetReport] = field(default_factory=list)  # counted at start
+    policy: SitePolicy = field(default_factory=SitePolicy)
+
+    def dataset(self, name: str) -> SiteDataset | None:
+        return next((d for d in self.datasets if d.name == name), None)
 
     @classmethod
     def from_settings(cls, s: SiteWorkerSettings) -> SiteConfig:
@@ -77,3 +96,27 @@ def site_config() -> SiteConfig:
     if _config is None:
         _config = SiteConfig.from_settings(SiteWorkerSettings())
     return _config
+
+
+def declare(
+    cfg: SiteConfig,
+    settings_file: Path | None,
+    dataset_flags: list[str],
+    require_approval: bool = False,
+) -> None:
+    """Load the settings file and the `--dataset` flags into `cfg`, then check and count each
+    dataset; raises DatasetError / PolicyError with a message naming what is wrong (the
+    worker refuses to start rather than advertise data it cannot read)."""
+    datasets, policy = ([], SitePolicy())
+    if settings_file is not None:
+        datasets, policy = load_settings_file(settings_file)
+    flagged = [parse_flag(v) for v in dataset_flags]
+    names = {d.name for d in flagged}
+    datasets = [d for d in datasets if d.name not in names] + flagged  # a flag overrides the file
+    check_unique(datasets)
+    policy.require_approval = policy.require_approval or require_approval
+    sandbox = SandboxSettings()
+    policy.network = sandbox.network
+    policy.requirements = requirements_policy()
+    cfg.datasets, cfg.policy = datasets, policy
+    cfg.reports = [inspect(d) for d in datasets]

@@ -47,8 +47,16 @@ ZIP = "application/zip"
 
 @router.post("/status", response_model=HeartbeatOut)
 def update_site_status(body: HeartbeatIn, session: SessionDep, site: CurrentSite) -> HeartbeatOut:
-    """Heartbeat: the worker is alive, idle or busy, and sees these GPUs."""
-    site = accounts.heartbeat(session, site, body.status, body.gpus)
+    """Heartbeat: the worker is alive, idle or busy, sees these GPUs, holds these datasets
+    (counts only) and runs jobs under this policy."""
+    site = accounts.heartbeat(
+        session,
+        site,
+        body.status,
+        body.gpus,
+        [d.model_dump() for d in body.datasets],
+        body.policy.model_dump(),
+    )
     assert site.last_heartbeat is not None
     return HeartbeatOut(site=site.name, server_time=site.last_heartbeat)
 

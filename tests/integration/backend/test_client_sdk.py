@@ -94,3 +94,39 @@ def test_the_sdk_sees_unknown_sites_refused_at_submit(
     assert caught.value.status == 422
     assert "site-7" in caught.value.detail["message"]
     assert Client(server_url, user_token).list_jobs() == []
+
+
+def test_a_sites_datasets_and_policy_reach_client_sites(
+    server_url: str, tmp_path: Path, user_token: str, site_tokens: dict[str, str]
+) -> None:
+    from resonfl_server.workers.site.api import SiteAPI
+    from resonfl_server.workers.site.config import SiteConfig, declare
+
+    for label, n in (("cat", 3), ("dog", 1)):
+        (tmp_path / "img" / label).mkdir(parents=True)
+        for i in range(n):
+            (tmp_path / "img" / label / f"private-{i}.png").write_bytes(b"png")
+    cfg = SiteConfig("site-2", site_tokens["site-2"], server_url, tmp_path)
+    declare(cfg, None, [f"pets={tmp_path / 'img'}"], require_approval=True)
+    api = SiteAPI(cfg)
+    api.heartbeat("idle", [])
+    api.close()
+    sites = {s["name"]: s for s in Client(server_url, user_token).sites()}
+    assert sites["site-2"]["datasets"] == [
+        {"name": "pets", "format": "image-folder", "description": "", "samples": 4,
+         "labels": {"cat": 3, "dog": 1}}
+    ]  # fmt: skip
+    assert sites["site-2"]["policy"]["require_approval"] is True
+    assert sites["site-1"]["datasets"] == [] and sites["site-1"]["policy"] is None
+    assert "private" not in str(sites)
+
+
+def test_a_heartbeat_with_a_bad_dataset_report_is_refused_and_changes_nothing(
+    server_url: str, user_token: str, site_tokens: dict[str, str]
+) -> None:
+    body = {"status": "idle", "datasets": [{"name": "x", "format": "npz", "samples": -1}]}
+    headers = {"Authorization": f"Bearer {site_tokens['site-1']}"}
+    response = httpx.post(f"{server_url}/api/v1/site/status", json=body, headers=headers)
+    assert response.status_code == 422 and "samples" in response.text
+    site = next(s for s in Client(server_url, user_token).sites() if s["name"] == "site-1")
+    assert site["last_heartbeat"] is None and site["datasets"] == []

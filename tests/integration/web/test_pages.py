@@ -132,3 +132,22 @@ def test_sign_in_with_an_api_token(client: TestClient, session: Session) -> None
     response = client.post("/login", data={"token": token, "csrf_token": csrf})
     assert response.status_code == 303
     assert "admin@localhost" in client.get("/jobs").text
+
+
+def test_the_sites_page_shows_each_sites_datasets_and_policy(
+    client: TestClient, signed_in: str, session: Any, sites: list[str]
+) -> None:
+    from resonfl_server.backend.models import Site
+    from resonfl_server.backend.services import accounts
+
+    site = session.query(Site).filter_by(name="site-1").one()
+    dataset = {"name": "chest-xray", "format": "image-folder", "description": "frontal scans",
+               "samples": 120, "labels": {"normal": 80, "pneumonia": 40}}  # fmt: skip
+    policy = {"submitters": ["alice@x.org"], "require_approval": True, "max_gpus": 1,
+              "max_wall_time_s": 600.0, "network": False, "requirements": "off"}  # fmt: skip
+    accounts.heartbeat(session, site, "idle", [], [dataset], policy)
+    page = client.get("/sites").text
+    assert 'data-dataset="chest-xray"' in page and "120 samples" in page
+    assert "normal: 80, pneumonia: 40" in page and "frontal scans" in page
+    assert "approval required" in page and "alice@x.org" in page and "≤ 10.0 min" in page
+    assert page.count("none declared") == 1  # site-2 reported nothing
