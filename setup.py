@@ -13,6 +13,12 @@ server = {
     f"resonfl_server.{name}": name.replace(".", "/")
     for name in find_packages(include=[p for f in SERVER_FOLDERS for p in (f, f + ".*")])
 }
+# The Alembic scripts and the web templates travel with the server, so an installed
+# (non-editable) ResonFL, such as the Docker image's, finds them where the code looks:
+# site-packages/resonfl_server/{migrations,frontend}.
+server["resonfl_server.migrations"] = "migrations"
+server["resonfl_server.migrations.versions"] = "migrations/versions"
+server["resonfl_server.frontend"] = "frontend"
 setup(
     packages=[*find_packages(include=["resonfl", "resonfl.*"]), *server],
     package_dir=server,

@@ -99,6 +99,20 @@ def register(subparsers: Any) -> None:
     m = subparsers.add_parser("migrate", help="bring the job store to the newest schema")
     m.set_defaults(func=cmd_migrate)
 
+    bk = subparsers.add_parser(
+        "backup", help="write the job store and the artifact folder to one archive"
+    )
+    bk.add_argument("archive", type=Path, help="file to write, e.g. resonfl-2026-11-29.tar")
+    bk.add_argument("--data-dir", type=Path, default=None, help="default RESONFL_DATA_DIR")
+    bk.set_defaults(func=cmd_backup)
+
+    rt = subparsers.add_parser(
+        "restore", help="restore a backup into an empty deployment, then migrate it"
+    )
+    rt.add_argument("archive", type=Path)
+    rt.add_argument("--data-dir", type=Path, default=None, help="default RESONFL_DATA_DIR")
+    rt.set_defaults(func=cmd_restore)
+
     rs = subparsers.add_parser("register-site", help="register a site (or rotate its token)")
     rs.add_argument("name")
     rs.set_defaults(func=cmd_register_site)
@@ -302,6 +316,34 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     from resonfl_server.backend.core.config import Settings  # lazy: per command
 
     cli_admin.migrate(Settings())
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from resonfl_server.backend import backup  # lazy: per command
+    from resonfl_server.backend.core.config import Settings  # lazy: per command
+
+    settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    try:
+        manifest = backup.backup(settings.database_url, settings.data_dir, args.archive)
+    except backup.BackupError as exc:
+        print(f"resonfl backup: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"backup written to {args.archive}: {manifest.describe()}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from resonfl_server.backend import backup  # lazy: per command
+    from resonfl_server.backend.core.config import Settings  # lazy: per command
+
+    settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    try:
+        manifest = backup.restore(args.archive, settings.database_url, settings.data_dir)
+    except backup.BackupError as exc:
+        print(f"resonfl restore: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"restored {args.archive} into {settings.data_dir}: {manifest.describe()}")
     return 0
 
 

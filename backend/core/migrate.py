@@ -8,12 +8,16 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+# The repository (editable install) or site-packages/resonfl_server (setup.py installs the
+# migrations there); alembic.ini only exists in the former and is optional.
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def alembic_config(database_url: str) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
+    ini = ROOT / "alembic.ini"
+    cfg = Config(str(ini)) if ini.is_file() else Config()
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.set_main_option("path_separator", "os")
     cfg.attributes["database_url"] = database_url
     return cfg
 

@@ -45,7 +45,7 @@ def parses(argv: list[str]) -> Any:
 
 def test_the_image_entry_point_is_the_installed_resonfl_script() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert dockerfile_json("ENTRYPOINT") == ["resonfl"]
+    assert dockerfile_json("ENTRYPOINT") == ["tini", "--", "resonfl"]  # tini reaps job processes
     assert "resonfl" in scripts
     parses(dockerfile_json("CMD"))
 
