@@ -147,6 +147,10 @@ class ArtifactStore:
     def job_folder(self, job_id: int) -> Path:
         return self.workspace(job_id) / "job"
 
+    def environment_report(self, job_id: int, site: str) -> Path:
+        """What a site installed for the job's requirements (JSON, written by the API)."""
+        return self.workspace(job_id) / "environments" / f"{site}.json"
+
     def files_out(self, job_id: int) -> Path:
         return self.workspace(job_id) / "files_out"
 

@@ -36,6 +36,8 @@ class LocalPlatform:
     reconcile_every_s: float = 15.0
     threads_per_job: int | None = None
     unsafe_no_sandbox: bool = False
+    # extra RESONFL_* settings of every site worker (e.g. RESONFL_REQUIREMENTS_POLICY)
+    worker_env: dict[str, str] = field(default_factory=dict)
     supervisor: Supervisor = field(init=False)
     admin_token: str = field(init=False, default="")
     admin_email: str = field(init=False, default="")
@@ -131,7 +133,7 @@ class LocalPlatform:
         # The token travels in a file only this uid reads, never in the environment: a
         # process's environment stays readable in /proc/<pid>/environ (docs/security.md).
         secrets = self._secrets_dir(f"site-{site}", {"resonfl_site_token": self.site_tokens[site]})
-        env = {**self._base_env(), "RESONFL_SECRETS_DIR": str(secrets)}
+        env = {**self._base_env(), **self.worker_env, "RESONFL_SECRETS_DIR": str(secrets)}
         child = self.supervisor.start(f"worker-{site}", argv, env=env)
         self.workers[site] = child
         return child

@@ -19,6 +19,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from resonfl.runner.confine import Limits, Sandbox
+from resonfl.runner.requirements import Mode, RequirementsPolicy
 
 
 class SiteWorkerSettings(BaseSettings):
@@ -67,6 +68,29 @@ class SandboxSettings(BaseSettings):
             limits = replace(limits, memory_mb=self.memory_mb)
         mode: Literal["require", "off"] = "off" if unsafe_no_sandbox else "require"
         return Sandbox(mode=mode, limits=limits, network=self.network)
+
+
+class RequirementsSettings(BaseSettings):
+    """Whether and how this site installs a job's requirements.txt (docs/deploy.md,
+    `resonfl.runner.requirements`). This is the site's policy knob for job packages."""
+
+    model_config = SettingsConfigDict(env_prefix="RESONFL_REQUIREMENTS_", extra="ignore")
+
+    policy: Mode = Field("off", description="off | allow-list | any")
+    allow: str = Field("", description="comma-separated package names (policy allow-list)")
+    index_url: str | None = Field(None, description="package index; default PyPI")
+    find_links: str = Field("", description="comma-separated folders/URLs of wheels")
+    no_index: bool = Field(False, description="only find_links, never an index")
+    cache: Path | None = Field(None, description="default <data root>/requirements-cache")
+
+    def to_policy(self) -> RequirementsPolicy:
+        return RequirementsPolicy(
+            mode=self.policy,
+            allow=frozenset(n.strip() for n in self.allow.split(",") if n.strip()),
+            index_url=self.index_url or None,
+            find_links=tuple(f.strip() for f in self.find_links.split(",") if f.strip()),
+            no_index=self.no_index,
+        )
 
 
 def parse_gpus(value: str | None) -> list[str] | None:

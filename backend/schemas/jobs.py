@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from resonfl_server.backend.models import JobStatus, ResultStatus, Round, RoundStatus
+from resonfl_server.backend.schemas.sites import SiteEnvironmentPublic
 
 
 class SiteResultPublic(BaseModel):
@@ -89,6 +90,9 @@ class JobDetail(JobPublic):
     files: list[str] = Field(description="names of the rendered files")
     attachments: dict[str, Any]
     rounds: list[RoundPublic]
+    environments: list[SiteEnvironmentPublic] = Field(
+        default_factory=list, description="per site: what its requirements install added, time"
+    )
 
 
 class JobsPublic(BaseModel):

@@ -90,6 +90,23 @@ class SiteStateIn(BaseModel):
     log: str | None = Field(None, description="the job output so far (stored as the site's log)")
 
 
+class SiteEnvironmentIn(BaseModel):
+    """What a site installed for a job's requirements.txt, or why it could not."""
+
+    requirements: list[CleanStr] = Field(default_factory=list, max_length=500)
+    packages: list[CleanStr] = Field(default_factory=list, max_length=2000)
+    satisfied: list[CleanStr] = Field(default_factory=list, max_length=2000)
+    seconds: float | None = Field(None, ge=0, le=86400)
+    cached: bool = False
+    digest: CleanStr | None = Field(None, max_length=64)
+    policy: CleanStr | None = Field(None, max_length=2000)
+    error: CleanStr | None = Field(None, max_length=20000)
+
+
+class SiteEnvironmentPublic(SiteEnvironmentIn):
+    site: str
+
+
 class ResultMeta(BaseModel):
     """The JSON part (`meta` form field) of a result upload."""
 

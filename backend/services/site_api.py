@@ -7,6 +7,7 @@ include that site.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import BinaryIO
@@ -80,6 +81,28 @@ def round_weights(session: Session, site: Site, job_id: int, round_num: int) -> 
     if rnd is None or rnd.weights_key is None:
         raise NotFound(f"job {job_id}: global weights for round {round_num} are not ready")
     return rnd
+
+
+def record_environment(
+    session: Session, store: ArtifactStore, site: Site, job_id: int, report: dict[str, object]
+) -> None:
+    """Keep what the site installed for the job (shown per site on the job page)."""
+    job = get_job_for_site(session, site, job_id)
+    path = store.environment_report(job.id, site.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(report), "utf-8")
+    tmp.replace(path)
+
+
+def read_environments(store: ArtifactStore, job: Job) -> dict[str, dict[str, object]]:
+    """site -> its environment report, for the sites that sent one."""
+    out = {}
+    for site in job.sites:
+        path = store.environment_report(job.id, site)
+        if path.is_file():
+            out[site] = json.loads(path.read_text("utf-8"))
+    return out
 
 
 def set_state(

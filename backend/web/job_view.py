@@ -15,6 +15,8 @@ from typing import Any
 from markupsafe import Markup
 
 from resonfl_server.backend.models import Job, Round, SiteResult, utcnow
+from resonfl.job import REQUIREMENTS
+from resonfl_server.backend.services.site_api import read_environments
 from resonfl_server.backend.storage import ArtifactStore
 from resonfl_server.backend.web.charts import (
     GLOBAL_COLOR,
@@ -51,6 +53,39 @@ class JobView:
     final_ready: bool
     duration_s: float | None
     global_metrics: dict[str, Any] = field(default_factory=dict)
+    requirements: list[str] = field(default_factory=list)
+    environments: list[EnvRow] = field(default_factory=list)
+
+
+@dataclass
+class EnvRow:
+    """One site's line in the Requirements card."""
+
+    site: str
+    state: str  # "installed", "cached", "failed", "waiting"
+    packages: list[str] = field(default_factory=list)
+    seconds: float | None = None
+    error: str = ""
+
+
+def environment_rows(job: Job, reports: dict[str, dict[str, Any]]) -> list[EnvRow]:
+    rows = []
+    for site in job.sites:
+        rep = reports.get(site)
+        if rep is None:
+            rows.append(EnvRow(site, "waiting"))
+        elif rep.get("error"):
+            rows.append(EnvRow(site, "failed", error=plain_error(str(rep["error"]))))
+        else:
+            rows.append(
+                EnvRow(
+                    site,
+                    "cached" if rep.get("cached") else "installed",
+                    [str(p) for p in rep.get("packages") or []],
+                    _finite(rep.get("seconds")),
+                )
+            )
+    return rows
 
 
 def plain_error(text: str | None) -> str:
@@ -129,6 +164,7 @@ def charts(job: Job) -> list[Markup]:
 def build(
     job: Job, owner: str, store: ArtifactStore, logs: dict[str, list[tuple[SiteResult, str]]]
 ) -> JobView:
+    requirements = _requirements(store, job)
     by_round: dict[int, dict[str, SiteResult]] = {}
     log_rows: list[tuple[str, int | None, str]] = []
     for res in job.results:
@@ -194,4 +230,16 @@ def build(
         final_ready=store.global_model_path(job.id).is_file(),
         duration_s=duration_s(job),
         global_metrics=last_metrics,
+        requirements=requirements,
+        environments=(
+            environment_rows(job, read_environments(store, job)) if requirements else []
+        ),
     )
+
+
+def _requirements(store: ArtifactStore, job: Job) -> list[str]:
+    path = store.job_folder(job.id) / REQUIREMENTS
+    if not path.is_file():
+        return []
+    lines = path.read_text("utf-8", errors="replace").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]

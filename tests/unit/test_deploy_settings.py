@@ -7,7 +7,11 @@ import re
 from pathlib import Path
 
 from resonfl_server.backend.core.config import Settings
-from resonfl_server.workers.settings import SandboxSettings, SiteWorkerSettings
+from resonfl_server.workers.settings import (
+    RequirementsSettings,
+    SandboxSettings,
+    SiteWorkerSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ("resonfl", "backend", "workers", "launcher", "migrations")
@@ -27,6 +31,7 @@ def _read() -> set[str]:
     fields = {f"RESONFL_{n.upper()}" for n in Settings.model_fields}
     fields |= {f"RESONFL_{n.upper()}" for n in SiteWorkerSettings.model_fields}
     fields |= {f"RESONFL_SANDBOX_{n.upper()}" for n in SandboxSettings.model_fields}
+    fields |= {f"RESONFL_REQUIREMENTS_{n.upper()}" for n in RequirementsSettings.model_fields}
     spelled = {n for p in _code_files() for n in NAME.findall(p.read_text("utf-8"))}
     return fields | spelled
 

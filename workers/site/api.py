@@ -78,6 +78,10 @@ class SiteAPI(ApiClient):
         path = f"/site/jobs/{job_id}/rounds/{round_num}/state"
         self.request("POST", path, json=body).raise_for_status()
 
+    def environment(self, job_id: int, report: dict[str, Any]) -> None:
+        """What this site installed for the job's requirements (or why it could not)."""
+        self.request("POST", f"/site/jobs/{job_id}/environment", json=report).raise_for_status()
+
     def upload(
         self, job_id: int, round_num: int, weights: Path, meta: dict[str, Any], attempt: int = 1
     ) -> dict[str, Any]:

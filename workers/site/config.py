@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resonfl_server.workers.settings import SandboxSettings, SiteWorkerSettings, parse_gpus
+from resonfl.runner.requirements import RequirementsPolicy
+from resonfl_server.workers.settings import (
+    RequirementsSettings,
+    SandboxSettings,
+    SiteWorkerSettings,
+    parse_gpus,
+)
 from resonfl_server.workers.site.datasets import (
     DatasetReport,
     SiteDataset,
@@ -21,8 +27,9 @@ from resonfl_server.workers.site.policy import SitePolicy, load_settings_file
 
 
 def requirements_policy() -> str:
-    """Whether this site installs a job's requirements (the installer's own setting)."""
-    return "off"
+    """Whether this site installs a job's requirements, as the heartbeat reports it:
+    RESONFL_REQUIREMENTS_POLICY (off / allow-list / any)."""
+    return RequirementsSettings().policy
 
 
 @dataclass
@@ -34,6 +41,8 @@ class SiteConfig:
     gpus: list[str] | None = None  # None: every GPU nvidia-smi sees; []: none
     heartbeat_s: float = 10.0
     threads: int | None = None  # OMP/MKL threads of a job process
+    requirements: RequirementsPolicy = field(default_factory=RequirementsPolicy)
+    requirements_cache: Path | None = None  # default <data_root>/requirements-cache
     datasets: list[SiteDataset] = field(default_factory=list)  # what the operator declared
     reports: list[DatasetReport] = field(default_factory=list)  # counted at start
     policy: SitePolicy = field(default_factory=SitePolicy)
@@ -50,7 +59,12 @@ class SiteConfig:
             data_root=s.worker_data_root,
             gpus=parse_gpus(s.gpus),
             heartbeat_s=s.heartbeat_s,
+            requirements=(req := RequirementsSettings()).to_policy(),
+            requirements_cache=req.cache,
         )
+
+    def env_cache(self) -> Path:
+        return self.requirements_cache or self.data_root / "requirements-cache"
 
     def visible_gpus(self) -> list[dict[str, Any]]:
         found = nvidia_smi()

@@ -16,10 +16,12 @@ from resonfl.http import NO_RETRY
 from resonfl.job import Job
 from resonfl.runner import SandboxCancelled, SandboxError, confine, run_site_round
 from resonfl.runner.confine import Binds
+from resonfl.runner.requirements import RequirementsError
 from resonfl_server.workers.client_state import begin_round
 from resonfl_server.workers.site.api import SiteAPI
 from resonfl_server.workers.site.config import SiteConfig
 from resonfl_server.workers.site.files import ensure_bundle, fetch_data_root
+from resonfl_server.workers.site.environments import prepare_requirements
 from resonfl_server.workers.site.processes import (
     STATE,
     close_job_process,
@@ -75,6 +77,11 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
         )
         api.state(job_id, round_num, "failed", error=error)
         return error
+    try:
+        job_env_dir = prepare_requirements(api, cfg, job_id, job.requirements)
+    except RequirementsError as exc:
+        api.state(job_id, round_num, "failed", error=str(exc))
+        return f"failed: {exc}"
     api.state(job_id, round_num, "training")
     work = cfg.data_root / "jobs" / str(job_id) / "rounds" / f"{round_num}-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
@@ -85,6 +92,8 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     phases["download_s"] = time.monotonic() - mark
     mark = time.monotonic()
     env = job_env(cfg, gpus)
+    if job_env_dir is not None:  # the job's packages; none shadows the platform's (resolved against it)
+        env["PYTHONPATH"] = str(job_env_dir)
     data_root = fetch_data_root(api, cfg, job_id, job_dir)
     state_dir = cfg.data_root / "jobs" / str(job_id) / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +103,9 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     # data: read-only), never other jobs' folders or the worker's own files. The folder, not
     # state_dir itself, is bound: begin_round replaces state_dir, and a bind would keep the old.
     job_root = cfg.data_root / "jobs" / str(job_id)
-    binds = Binds.of(rw=[job_root], ro=[data_root, job_dir])
+    binds = Binds.of(
+        rw=[job_root], ro=[data_root, job_dir, *([job_env_dir] if job_env_dir else [])]
+    )
     try:
         result = run_site_round(
             job_dir,

@@ -29,7 +29,10 @@ from resonfl_server.backend.schemas.jobs import (
     SiteLog,
     SiteResultPublic,
 )
+from resonfl_server.backend.schemas.sites import SiteEnvironmentPublic
 from resonfl_server.backend.services import jobs as job_service
+from resonfl_server.backend.services.site_api import read_environments
+from resonfl_server.backend.storage import ArtifactStore
 from resonfl_server.backend.services.submissions import Submission, Upload
 from resonfl_server.backend.services.submissions import create_job as submit_job
 
@@ -98,9 +101,10 @@ def read_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail)
-def read_job(job_id: JobId, session: SessionDep, user: CurrentUser) -> JobDetail:
-    """A job with its rounds and each site's result (status, samples, metrics, timings)."""
-    return job_detail(job_service.get_job_for(session, user, job_id))
+def read_job(job_id: JobId, session: SessionDep, store: StoreDep, user: CurrentUser) -> JobDetail:
+    """A job with its rounds, each site's result (status, samples, metrics, timings) and what
+    each site installed for its requirements."""
+    return job_detail(job_service.get_job_for(session, user, job_id), store)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
@@ -148,7 +152,7 @@ def download_round_model(
     return FileResponse(path, filename=f"job-{job_id}-GLOBAL_MODEL_round_{round_num}.pt")
 
 
-def job_detail(job: Job) -> JobDetail:
+def job_detail(job: Job, store: ArtifactStore | None = None) -> JobDetail:
     by_round: dict[int, list[SiteResultPublic]] = {}
     for result in job.results:
         by_round.setdefault(result.round_num, []).append(SiteResultPublic.model_validate(result))
@@ -164,4 +168,8 @@ def job_detail(job: Job) -> JobDetail:
         files=sorted(job.files),
         attachments=job.attachments,
         rounds=rounds,
+        environments=[
+            SiteEnvironmentPublic(site=site, **report)
+            for site, report in (read_environments(store, job) if store else {}).items()
+        ],
     )

@@ -25,6 +25,7 @@ from resonfl_server.backend.schemas.sites import (
     HeartbeatOut,
     ResultAccepted,
     ResultMeta,
+    SiteEnvironmentIn,
     SiteJobPublic,
     SiteStateIn,
 )
@@ -123,6 +124,14 @@ def update_round_state(
     site_api.set_state(
         session, store, site, job_id, round_num, body.state, body.error, body.log, dispatcher
     )
+
+
+@router.post("/jobs/{job_id}/environment", status_code=204)
+def update_job_environment(
+    job_id: JobId, body: SiteEnvironmentIn, session: SessionDep, store: StoreDep, site: CurrentSite
+) -> None:
+    """What this site installed for the job's requirements.txt and how long it took."""
+    site_api.record_environment(session, store, site, job_id, body.model_dump())
 
 
 RESULT_BODY = {

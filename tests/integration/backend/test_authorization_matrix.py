@@ -36,6 +36,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/site/jobs/{job_id}/rounds/{round_num}/weights"): "site",
     ("POST", "/api/v1/site/jobs/{job_id}/rounds/{round_num}/state"): "site",
     ("POST", "/api/v1/site/jobs/{job_id}/rounds/{round_num}/result"): "site",
+    ("POST", "/api/v1/site/jobs/{job_id}/environment"): "site",
 }
 
 # Expected status class per (row, principal): "ok" = neither 401 nor 403.
