@@ -236,6 +236,28 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_twin(args: argparse.Namespace) -> int:
+    client = _client(args)
+    twin = client.twin(args.job_id)
+    print(f"job {args.job_id}: centralized twin is job {twin['id']} on {twin['sites'][0]}")
+    if not args.wait:
+        return 0
+    client.wait(int(twin["id"]), progress=not args.json)
+    cmp = client.twin_comparison(args.job_id)
+    if args.json:
+        print(json.dumps(cmp, indent=2))
+        return 0
+    for curve in cmp["curves"]:
+        if curve["gap"] is None:
+            continue
+        scale, unit = (100.0, " points") if curve["key"] == "global_top1" else (1.0, "")
+        print(
+            f"gap in {curve['label']} (global model entering round {curve['gap_round']}): "
+            f"{curve['gap'] * scale:+.4g}{unit} (centralized - FL)"
+        )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from resonfl.evaluate import EvaluationError, evaluate_checkpoint  # lazy: torch
 
@@ -334,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     _client_flags(p)
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser(
+        "twin", help="run a job's recipe centrally on its pooled shards; print the FL gap"
+    )
+    p.add_argument("job_id")
+    p.add_argument("--wait", action="store_true", help="wait for the twin, then print the gap")
+    p.add_argument("--json", action="store_true", help="with --wait: the comparison as JSON")
+    _client_flags(p)
+    p.set_defaults(func=cmd_twin)
 
     p = sub.add_parser(
         "evaluate", help="evaluate a checkpoint on your own held-out data (the job's eval fn)"

@@ -99,6 +99,15 @@ class Client(ApiClient):
     def cancel(self, job_id: int) -> dict[str, Any]:
         return dict(self._json(self.http.post(f"/jobs/{job_id}/cancel")))
 
+    def twin(self, job_id: int) -> dict[str, Any]:
+        """Start the job's centralized twin (its recipe on the pooled shards, one site, same
+        total optimizer steps); returns the twin job. ApiError 409 says why it cannot run."""
+        return dict(self._json(self.http.post(f"/jobs/{job_id}/twin")))
+
+    def twin_comparison(self, job_id: int) -> dict[str, Any]:
+        """FL vs its latest centralized twin: curves per metric, gap, share closed per round."""
+        return dict(self._json(self.request("GET", f"/jobs/{job_id}/twin")))
+
     def logs(self, job_id: int, site: str | None = None) -> dict[str, Any]:
         """{site: [{round, status, error, log}]}: each site's captured output per round."""
         params = {"site": site} if site else None

@@ -64,6 +64,8 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # the FL job whose recipe this job runs centrally on the pooled shards (services/twins.py)
+    twin_of_id: Mapped[int | None] = mapped_column(index=True, default=None)
 
     rounds: Mapped[list[Round]] = relationship(
         back_populates="job", order_by="Round.number", cascade="all, delete-orphan"

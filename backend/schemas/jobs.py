@@ -83,6 +83,7 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    twin_of_id: int | None = Field(None, description="this job is the centralized twin of that job")
 
 
 class JobDetail(JobPublic):
@@ -93,6 +94,31 @@ class JobDetail(JobPublic):
     environments: list[SiteEnvironmentPublic] = Field(
         default_factory=list, description="per site: what its requirements install added, time"
     )
+
+
+class TwinCurvePublic(BaseModel):
+    """One metric of the global model entering each round, FL vs its centralized twin."""
+
+    key: str
+    label: str
+    higher_is_better: bool
+    fl: list[tuple[int, float]] = Field(description="(round, value) of the FL job")
+    central: list[tuple[int, float]] = Field(description="(round, value) of the twin")
+    gap: float | None = Field(None, description="central - FL at gap_round (metric units)")
+    gap_round: int | None = None
+    closed: list[tuple[int, float]] = Field(
+        default_factory=list,
+        description="(round, share): (FL[r] - start) / (central final - start), start = round 0",
+    )
+
+
+class TwinPublic(BaseModel):
+    job_id: int
+    twin_id: int
+    twin_status: str
+    site: str = Field(description="the site worker that trains the twin on the pooled shards")
+    steps_per_round: int | None = Field(None, description="the twin's optimizer steps per round")
+    curves: list[TwinCurvePublic]
 
 
 class JobsPublic(BaseModel):

@@ -67,11 +67,24 @@ def create_job(
     staging = store.scratch_dir()
     try:
         folder = _assemble(staging, submission, max_bytes)
-        spec = _validate(folder)
-        _check_sites_registered(session, spec)
-        job = _persist(session, store, owner, folder, spec)
+        return submit_folder(session, store, owner, folder, dispatcher)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def submit_folder(
+    session: Session,
+    store: ArtifactStore,
+    owner: User,
+    folder: Path,
+    dispatcher: Dispatcher,
+    twin_of_id: int | None = None,
+) -> Job:
+    """Validate, store and start a job folder the server assembled (an upload, a twin); the
+    folder is moved into the job's workspace."""
+    spec = _validate(folder)
+    _check_sites_registered(session, spec)
+    job = _persist(session, store, owner, folder, spec, twin_of_id)
     from resonfl_server.backend.services import rounds  # the round state machine (its own module)
 
     try:
@@ -248,7 +261,12 @@ def is_safetensors(path: Path) -> bool:
 
 # -- storing -----------------------------------------------------------------------------
 def _persist(
-    session: Session, store: ArtifactStore, owner: User, folder: Path, spec: JobSpec
+    session: Session,
+    store: ArtifactStore,
+    owner: User,
+    folder: Path,
+    spec: JobSpec,
+    twin_of_id: int | None = None,
 ) -> Job:
     fed = spec.federation
     files = {name: (folder / name).read_text("utf-8") for name in JOB_FILES}
@@ -267,6 +285,7 @@ def _persist(
         sites=list(fed.sites),
         num_rounds=fed.num_rounds,
         min_clients=fed.effective_min_clients,
+        twin_of_id=twin_of_id,
     )
     stored: list[str] = []
     try:

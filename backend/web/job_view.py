@@ -17,6 +17,7 @@ from markupsafe import Markup
 from resonfl_server.backend.models import Job, Round, SiteResult, utcnow
 from resonfl.job import REQUIREMENTS
 from resonfl_server.backend.services.site_api import read_environments
+from resonfl_server.backend.services.twins import compare
 from resonfl_server.backend.storage import ArtifactStore
 from resonfl_server.backend.web.charts import (
     GLOBAL_COLOR,
@@ -55,6 +56,59 @@ class JobView:
     global_metrics: dict[str, Any] = field(default_factory=dict)
     requirements: list[str] = field(default_factory=list)
     environments: list[EnvRow] = field(default_factory=list)
+    twin: TwinPanel | None = None
+
+    @property
+    def polling(self) -> bool:
+        """The live region polls while the job or its centralized twin runs."""
+        return not self.ended or (self.twin is not None and self.twin.running)
+
+
+@dataclass
+class TwinPanel:
+    """The "FL vs centralized" card: the button (or why it is disabled) and, once a twin ran,
+    both curves per metric, the gap and the share of it closed per round."""
+
+    unavailable: str | None = None  # why no twin can run (data only at the sites)
+    twin_of: int | None = None  # this job IS a twin of that job
+    twin_id: int | None = None
+    twin_status: str = ""
+    site: str = ""
+    steps_per_round: int | None = None
+    charts: list[Markup] = field(default_factory=list)
+    gaps: list[tuple[str, float, int, bool]] = field(default_factory=list)  # label, gap, round, higher
+    closed: list[tuple[int, float | None, float | None, float | None]] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.twin_status in ("queued", "running")
+
+
+def twin_panel(job: Job, twin: Job | None, unavailable: str | None) -> TwinPanel:
+    panel = TwinPanel(unavailable=unavailable, twin_of=job.twin_of_id)
+    if twin is None:
+        return panel
+    cmp = compare(job, twin)
+    panel.twin_id, panel.twin_status, panel.site = twin.id, twin.status.value, cmp.site
+    panel.steps_per_round = cmp.steps_per_round
+    closed: dict[int, dict[str, float]] = {}
+    for curve in cmp.curves:
+        fl = Series(f"FL (job {job.id})", curve.fl, PALETTE[0])
+        central = Series(f"centralized (job {twin.id})", curve.central, GLOBAL_COLOR, dashed=True)
+        panel.charts.append(
+            line_chart(f"FL vs centralized: {curve.label}", [fl, central], job.num_rounds)
+        )
+        if curve.gap is not None and curve.gap_round is not None:
+            panel.gaps.append((curve.label, curve.gap, curve.gap_round, curve.higher_is_better))
+        fl_at = dict(curve.fl)
+        for r, share in curve.closed:
+            closed.setdefault(r, {})[curve.key] = share
+            closed[r][curve.key + "_fl"] = fl_at[r]
+    panel.closed = [
+        (r, v.get("global_top1_fl"), v.get("global_top1"), v.get("global_val_loss"))
+        for r, v in sorted(closed.items())
+    ]
+    return panel
 
 
 @dataclass

@@ -28,9 +28,13 @@ from resonfl_server.backend.schemas.jobs import (
     RoundTimes,
     SiteLog,
     SiteResultPublic,
+    TwinCurvePublic,
+    TwinPublic,
 )
 from resonfl_server.backend.schemas.sites import SiteEnvironmentPublic
 from resonfl_server.backend.services import jobs as job_service
+from resonfl_server.backend.services import twins
+from resonfl_server.backend.services.errors import Conflict, NotFound
 from resonfl_server.backend.services.site_api import read_environments
 from resonfl_server.backend.storage import ArtifactStore
 from resonfl_server.backend.services.submissions import Submission, Upload
@@ -105,6 +109,44 @@ def read_job(job_id: JobId, session: SessionDep, store: StoreDep, user: CurrentU
     """A job with its rounds, each site's result (status, samples, metrics, timings) and what
     each site installed for its requirements."""
     return job_detail(job_service.get_job_for(session, user, job_id), store)
+
+
+@router.post("/{job_id}/twin", response_model=JobPublic, status_code=status.HTTP_201_CREATED)
+def create_job_twin(
+    job_id: JobId, session: SessionDep, store: StoreDep, user: CurrentUser, dispatcher: DispatcherDep
+) -> JobPublic:
+    """Run the job's recipe centrally on its pooled training shards on one site worker (same
+    total optimizer steps, seed and evaluation set). 409 with the reason when the server does
+    not hold the job's data."""
+    twin = twins.create_twin(session, store, user, job_id, dispatcher)
+    return JobPublic.model_validate(twin)
+
+
+@router.get("/{job_id}/twin", response_model=TwinPublic)
+def read_job_twin(
+    job_id: JobId, session: SessionDep, store: StoreDep, user: CurrentUser
+) -> TwinPublic:
+    """FL vs centralized: both curves per metric, the gap and the share of it closed per
+    round. 404 before a twin was started; 409 with the reason when none can run."""
+    job = job_service.get_job_for(session, user, job_id)
+    twin = twins.latest_twin(session, job)
+    if twin is None:
+        reason = twins.twin_unavailable(store, job)
+        if reason:
+            raise Conflict(reason)
+        raise NotFound(f"job {job_id} has no centralized twin yet (POST .../twin starts one)")
+    return twin_public(twins.compare(job, twin))
+
+
+def twin_public(cmp: twins.TwinComparison) -> TwinPublic:
+    return TwinPublic(
+        job_id=cmp.job_id,
+        twin_id=cmp.twin_id,
+        twin_status=cmp.twin_status,
+        site=cmp.site,
+        steps_per_round=cmp.steps_per_round,
+        curves=[TwinCurvePublic(**vars(c)) for c in cmp.curves],
+    )
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

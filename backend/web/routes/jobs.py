@@ -8,9 +8,10 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from resonfl_server.backend.api.deps import SessionDep, StoreDep
+from resonfl_server.backend.api.deps import DispatcherDep, SessionDep, StoreDep
 from resonfl_server.backend.models import Job, User
 from resonfl_server.backend.services import jobs as job_service
+from resonfl_server.backend.services import twins
 from resonfl_server.backend.services.errors import Conflict, NotFound
 from resonfl_server.backend.storage import ArtifactStore
 from resonfl_server.backend.web import job_view
@@ -53,7 +54,11 @@ def read_jobs(request: Request, user: WebUser, session: SessionDep) -> Response:
 def _view(session: Session, store: ArtifactStore, user: User, job_id: int) -> job_view.JobView:
     job = job_service.get_job_for(session, user, job_id)
     logs = job_service.job_logs(session, store, user, job_id)
-    return job_view.build(job, _emails(session, [job]).get(job.owner_id, "?"), store, logs)
+    view = job_view.build(job, _emails(session, [job]).get(job.owner_id, "?"), store, logs)
+    view.twin = job_view.twin_panel(
+        job, twins.latest_twin(session, job), twins.twin_unavailable(store, job)
+    )
+    return view
 
 
 @router.get("/jobs/{job_id}")
@@ -78,8 +83,28 @@ def read_job_live(
         view = _view(session, store, user, job_id)
     except NotFound as exc:
         return _not_found(request, user, exc)
-    headers = {"HX-Trigger": "job-ended"} if view.ended else None
+    headers = {"HX-Trigger": "job-ended"} if not view.polling else None
     return render(request, "partials/_job_live.html", {"user": user, "v": view}, headers=headers)
+
+
+@router.post("/jobs/{job_id}/twin", dependencies=[CsrfChecked])
+def create_twin(
+    request: Request,
+    user: WebUser,
+    session: SessionDep,
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+    job_id: int,
+) -> Response:
+    """The "Run centralized twin" button: start it, then back to the job page (which shows
+    both curves as they come). A job whose data the server does not hold shows why."""
+    try:
+        twins.create_twin(session, store, user, job_id, dispatcher)
+    except NotFound as exc:
+        return _not_found(request, user, exc)
+    except Conflict:
+        pass  # the page says why (the button is disabled with the reason)
+    return redirect(request, f"/jobs/{job_id}")
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[CsrfChecked])
@@ -102,7 +127,7 @@ def cancel_job(
     if not is_htmx(request):
         return redirect(request, f"/jobs/{job_id}")
     view = _view(session, store, user, job_id)
-    headers = {"HX-Trigger": "job-ended"} if view.ended else None
+    headers = {"HX-Trigger": "job-ended"} if not view.polling else None
     return render(request, "partials/_job_live.html", {"user": user, "v": view}, headers=headers)
 
 

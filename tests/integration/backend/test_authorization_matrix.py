@@ -21,6 +21,8 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/jobs"): "user",
     ("GET", "/api/v1/jobs/{job_id}"): "user",
     ("POST", "/api/v1/jobs/{job_id}/cancel"): "user",
+    ("POST", "/api/v1/jobs/{job_id}/twin"): "user",
+    ("GET", "/api/v1/jobs/{job_id}/twin"): "user",
     ("GET", "/api/v1/jobs/{job_id}/logs"): "user",
     ("GET", "/api/v1/jobs/{job_id}/download"): "user",
     ("GET", "/api/v1/jobs/{job_id}/rounds/{round_num}/download"): "user",
