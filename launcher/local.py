@@ -38,6 +38,8 @@ class LocalPlatform:
     unsafe_no_sandbox: bool = False
     # extra RESONFL_* settings of every site worker (e.g. RESONFL_REQUIREMENTS_POLICY)
     worker_env: dict[str, str] = field(default_factory=dict)
+    # extra `resonfl worker` flags per site: --dataset NAME=/folder, --settings, --require-approval
+    site_args: dict[str, list[str]] = field(default_factory=dict)
     supervisor: Supervisor = field(init=False)
     admin_token: str = field(init=False, default="")
     admin_email: str = field(init=False, default="")
@@ -129,7 +131,7 @@ class LocalPlatform:
         # All sites share this machine's cores: without a cap every job process would start
         # one thread per core and they would fight (seen: 20x slower training on 2 cores).
         threads = self.threads_per_job or max(1, (os.cpu_count() or 1) // max(1, self.sites))
-        argv += ["--threads", str(threads), *self._sandbox_flags()]
+        argv += ["--threads", str(threads), *self._sandbox_flags(), *self.site_args.get(site, [])]
         # The token travels in a file only this uid reads, never in the environment: a
         # process's environment stays readable in /proc/<pid>/environ (docs/security.md).
         secrets = self._secrets_dir(f"site-{site}", {"resonfl_site_token": self.site_tokens[site]})

@@ -153,6 +153,18 @@ class FederationConfig(_Strict):
         "at most a week",
     )
     gpus_per_site: int = Field(0, ge=0, le=64, description="resource spec in meta.json")
+    dataset: str | None = Field(
+        None,
+        description="data at the sites: the dataset (registered by each site's worker with "
+        "--dataset NAME=/folder) that every site trains on; DATA_ROOT is its folder, read-only",
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, value: str | None) -> str | None:
+        if value is not None and not DATASET_NAME_RE.fullmatch(value):
+            raise ValueError(f"dataset name {value!r} must be 1-63 letters, digits, '.', '_', '-'")
+        return value
 
     @field_validator("sites")
     @classmethod

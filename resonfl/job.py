@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from resonfl import __version__
 from resonfl.config import (
+    DATASET_NAME_RE,
     SITE_NAME_RE,
     FederationConfig,
     ModelConfig,
@@ -46,7 +47,7 @@ MAX_JSON_BYTES = 1024 * 1024
 META_KEYS = frozenset(
     {
         "format_version", "name", "platform_version", "deploy_map", "sites", "min_clients",
-        "resource_spec", "model_checkpoint", "requirements", "shards",
+        "resource_spec", "model_checkpoint", "requirements", "shards", "datasets",
     }
 )
 TRAIN_TASK = "train"
@@ -185,6 +186,8 @@ class Job(BaseModel):
             "model_checkpoint": self.checkpoint_name(),
             "requirements": REQUIREMENTS if self.requirements else None,
             "shards": {site: f"{SHARDS_DIR}/{site}" for site in sorted(self.shards)},
+            # data at the sites: the dataset each site trains on (its DATA_ROOT on that site)
+            "datasets": {site: fed.dataset for site in fed.sites} if fed.dataset else {},
         }
 
     def rendered_files(self) -> dict[str, str]:
@@ -228,6 +231,13 @@ class Job(BaseModel):
         for site, source in self.shards.items():
             if not Path(source).is_dir():
                 raise JobValidationError(META, f"shards.{site}", f"{source} is not a folder")
+        if fed.dataset is not None and self.shards:
+            site = sorted(self.shards)[0]
+            raise JobValidationError(
+                META,
+                f"shards.{site}",
+                f"the sites train on their own dataset {fed.dataset!r}; ship no shards with it",
+            )
         if self.model_checkpoint is not None and not Path(self.model_checkpoint).is_file():
             raise JobValidationError(META, "model_checkpoint", f"{self.model_checkpoint} not found")
         _check_fl_components(self)
@@ -562,6 +572,7 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
     spec = meta.get("resource_spec") or {}
     if not isinstance(spec, dict):
         raise JobValidationError(META, "resource_spec", "must be an object")
+    dataset = _dataset_of(meta, sites)
     gpus = 0
     for owner, value in spec.items():
         if isinstance(value, dict):
@@ -584,6 +595,7 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
             aggregator_args=dict(aggregator.get("args", {})),
             round_timeout_s=timeout,
             gpus_per_site=gpus,
+            dataset=dataset,
         ),
     )
     name = _get(meta, META, "name", str)
@@ -637,3 +649,26 @@ def validate_job_dir(directory: str | Path, site: str | None = None) -> Job:
             f"must be {job.client_task_args()} (what the aggregator's args ask of the sites)",
         )
     return job
+
+
+def _dataset_of(meta: dict[str, Any], sites: Any) -> str | None:
+    """meta.json `datasets` {site: name}: empty, or the same registered name for every site."""
+    datasets = meta.get("datasets")
+    datasets = {} if datasets is None else datasets
+    if not isinstance(datasets, dict):
+        raise JobValidationError(META, "datasets", "must be an object {site: dataset name}")
+    if not datasets:
+        return None
+    for owner, name in datasets.items():
+        if not isinstance(name, str) or not DATASET_NAME_RE.fullmatch(name):
+            raise JobValidationError(
+                META, f"datasets.{owner}", "a dataset name: 1-63 letters, digits, '.', '_', '-'"
+            )
+    if not isinstance(sites, list) or sorted(datasets) != sorted(map(str, sites)):
+        raise JobValidationError(META, "datasets", "must name a dataset for every site in sites")
+    names = sorted(set(datasets.values()))
+    if len(names) > 1:
+        raise JobValidationError(
+            META, "datasets", f"every site trains on the same dataset, not {', '.join(names)}"
+        )
+    return str(names[0])

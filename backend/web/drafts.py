@@ -280,25 +280,69 @@ def federation_config(raw: Raw, registered: list[str]) -> tuple[FederationConfig
 
 
 # ------------------------------------------------------------------------- data step
+DATA_MODES = ("sites", "generate", "upload")
+# site -> dataset name -> what its worker reported (schemas.sites.SiteDatasetPublic)
+Holdings = dict[str, dict[str, dict[str, Any]]]
+
+
 def data_raw(draft: Draft) -> Raw:
-    """The Data step's text; the mode is "upload" whenever there is no catalog example to
-    generate shards from (an uploaded model_def.py), whatever was chosen before."""
-    defaults = {"mode": "generate", "split": "iid", "alpha": "0.5", "seed": "0", "requirements": ""}
+    """The Data step's text. "Data at the sites" is the default unless the example ships data
+    to generate shards from; an uploaded model_def.py cannot generate (whatever was chosen)."""
+    info = example_or_none(draft.raw.get("model", default_model_raw()))
+    generates = info is not None and info.dataset.get("source") != "sites"
+    defaults = {
+        "mode": "generate" if generates else "sites",
+        "dataset": (info.dataset.get("name", "") if info and not generates else ""),
+        "split": "iid",
+        "alpha": "0.5",
+        "seed": "0",
+        "requirements": "",
+    }
     raw = {**defaults, **draft.raw.get("data", {})}
-    if example_or_none(draft.raw.get("model", default_model_raw())) is None:
-        raw["mode"] = "upload"
+    if raw["mode"] not in DATA_MODES or (raw["mode"] == "generate" and not generates):
+        raw["mode"] = "sites"
     return raw
+
+
+def dataset_names(holdings: Holdings) -> list[str]:
+    return sorted({name for held in holdings.values() for name in held})
+
+
+def holders(holdings: Holdings, dataset: str) -> dict[str, dict[str, Any]]:
+    """The sites that hold `dataset`, with what each reported (samples, labels)."""
+    return {site: held[dataset] for site, held in holdings.items() if dataset in held}
+
+
+def sites_at_data(draft: Draft, registered: list[str], holdings: Holdings, dataset: str) -> list[str]:
+    """The Federation step's sites that hold `dataset` (the others are unticked); when none
+    of them does, every site that holds it."""
+    have = holders(holdings, dataset)
+    chosen = [s for s in selected_sites(federation_raw(draft, registered)) if s in have]
+    return chosen or sorted(have)
 
 
 def shards_dir(store: DraftStore, draft: Draft) -> Path:
     return store.folder(draft.id) / "shards"
 
 
-def data_errors(store: DraftStore, draft: Draft, sites: list[str]) -> Errors:
+def data_errors(
+    store: DraftStore, draft: Draft, sites: list[str], holdings: Holdings | None = None
+) -> Errors:
     errors: Errors = {}
-    missing = [s for s in sites if not (shards_dir(store, draft) / s).is_dir()]
-    if missing:
-        errors["shards"] = f"no data shard yet for: {', '.join(missing)}"
+    raw = data_raw(draft)
+    if raw["mode"] == "sites":
+        dataset, have = raw["dataset"], holders(holdings or {}, raw["dataset"])
+        lacking = [s for s in sites if s not in have]
+        if not dataset:
+            errors["dataset"] = "choose a dataset that the sites hold"
+        elif not have:
+            errors["dataset"] = f"no registered site reports a dataset {dataset!r}"
+        elif lacking:
+            errors["dataset"] = f"{', '.join(lacking)} do(es) not hold {dataset!r}: untick it"
+    else:
+        missing = [s for s in sites if not (shards_dir(store, draft) / s).is_dir()]
+        if missing:
+            errors["shards"] = f"no data shard yet for: {', '.join(missing)}"
     try:
         requirements(draft)
     except ValueError as exc:
@@ -319,7 +363,9 @@ def requirements(draft: Draft) -> list[str]:
 
 
 # ------------------------------------------------------------------------- whole job
-def build_job(store: DraftStore, draft: Draft, registered: list[str]) -> JobSpec:
+def build_job(
+    store: DraftStore, draft: Draft, registered: list[str], holdings: Holdings | None = None
+) -> JobSpec:
     """The SDK Job for this draft; StepInvalid names the first step that does not validate."""
     model, errors = model_config(store, draft)
     if model is None or "model" not in draft.saved:
@@ -330,9 +376,12 @@ def build_job(store: DraftStore, draft: Draft, registered: list[str]) -> JobSpec
     fed, errors = federation_config(federation_raw(draft, registered), registered)
     if fed is None or "federation" not in draft.saved:
         raise StepInvalid("federation", errors or {"_": "save this step first"})
-    errors = data_errors(store, draft, fed.sites)
+    errors = data_errors(store, draft, fed.sites, holdings)
     if errors or "data" not in draft.saved:
         raise StepInvalid("data", errors or {"_": "save this step first"})
+    at_sites = data_raw(draft)["mode"] == "sites"
+    if at_sites:
+        fed = FederationConfig.model_validate({**fed.model_dump(), "dataset": data_raw(draft)["dataset"]})
     checkpoint = None
     if draft.checkpoint_name:
         checkpoint = store.folder(draft.id) / draft.checkpoint_name
@@ -343,7 +392,7 @@ def build_job(store: DraftStore, draft: Draft, registered: list[str]) -> JobSpec
         federation=fed,
         model_checkpoint=checkpoint,
         requirements=requirements(draft),
-        shards={site: shards_dir(store, draft) / site for site in fed.sites},
+        shards={} if at_sites else {site: shards_dir(store, draft) / site for site in fed.sites},
     )
     try:
         job.validate()

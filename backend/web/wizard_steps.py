@@ -16,6 +16,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 
+from resonfl_server.backend.models import Site
 from resonfl_server.backend.services import accounts, draft_files
 from resonfl_server.backend.services.errors import InvalidSubmission, PayloadTooLarge
 from resonfl_server.backend.web import algorithms, drafts
@@ -42,8 +43,16 @@ class StepContext:
     draft: Draft
 
     @cached_property
+    def sites(self) -> list[Site]:
+        return accounts.list_sites(self.session)
+
+    @cached_property
     def registered(self) -> list[str]:
-        return [site.name for site in accounts.list_sites(self.session)]
+        return [site.name for site in self.sites]
+
+    @cached_property
+    def holdings(self) -> drafts.Holdings:
+        return holdings_of(self.sites)
 
     def chosen_sites(self) -> list[str]:
         """The Federation step's sites when it validates, else none."""
@@ -197,23 +206,50 @@ class FederationStep:
 
 
 # ----------------------------------------------------------------------------- data
+def holdings_of(sites: list[Site]) -> drafts.Holdings:
+    """What each site's worker last reported holding: site -> dataset name -> report."""
+    return {s.name: {d["name"]: d for d in (s.datasets or [])} for s in sites}
+
+
+def dataset_holders_context(ctx: StepContext, dataset: str) -> dict[str, Any]:
+    """The "Data at the sites" table: every registered site, whether it holds `dataset`
+    (with its counts), ticked when it holds it and the Federation step chose it."""
+    have = drafts.holders(ctx.holdings, dataset)
+    ticked = set(drafts.sites_at_data(ctx.draft, ctx.registered, ctx.holdings, dataset))
+    chosen = drafts.selected_sites(drafts.federation_raw(ctx.draft, ctx.registered))
+    timeout = ctx.request.app.state.settings.site_heartbeat_timeout_s
+    rows = [
+        {
+            "name": s.name,
+            "online": accounts.is_online(s, timeout),
+            "report": have.get(s.name),
+            "ticked": s.name in ticked,
+            "unticked": s.name in chosen and s.name not in have,
+        }
+        for s in ctx.sites
+    ]
+    return {"dataset": dataset, "holder_rows": rows, "holders_count": len(have)}
+
+
 class DataStep:
     key = "data"
-    KEYS = ("mode", "split", "alpha", "seed", "requirements")
+    KEYS = ("mode", "dataset", "split", "alpha", "seed", "requirements")
 
     def save(self, ctx: StepContext, form: FormData, nav: str) -> Errors:
         draft = ctx.draft
         raw = {k: str(form.get(k, "")).strip() for k in self.KEYS}
         draft.raw["data"] = raw
-        sites = ctx.chosen_sites()
-        if not sites:
-            return {"shards": "choose the sites in the Federation step first"}
         errors: Errors = {}
         upload_file = form.get("requirements_file")
         if isinstance(upload_file, UploadFile) and upload_file.filename:
             raw["requirements"] = (
                 upload_file.file.read(256 * 1024).decode("utf-8", errors="replace").strip()
             )
+        if raw["mode"] == "sites":
+            return self._at_sites(ctx, form, raw)
+        sites = ctx.chosen_sites()
+        if not sites:
+            return {"shards": "choose the sites in the Federation step first"}
         shards = drafts.shards_dir(ctx.store, draft)
         max_bytes = ctx.request.app.state.settings.max_upload_bytes
         for site in sites:
@@ -227,6 +263,25 @@ class DataStep:
         if raw["mode"] == "generate" and nav in ("next", "generate"):
             errors.update(self._generate(ctx, raw, sites))
         return errors or drafts.data_errors(ctx.store, draft, sites)
+
+    def _at_sites(self, ctx: StepContext, form: FormData, raw: dict[str, str]) -> Errors:
+        """Data at the sites: the job's sites become the ticked sites that hold the dataset
+        (a site that does not hold it is unticked, never sent the job)."""
+        dataset = raw["dataset"]
+        if not dataset:
+            return {"dataset": "choose a dataset that the sites hold"}
+        have = drafts.holders(ctx.holdings, dataset)
+        if not have:
+            return {"dataset": f"no registered site reports a dataset {dataset!r}"}
+        if form.get("holders_for") == dataset:  # the table shown was this dataset's
+            sites = [s for s in map(str, form.getlist("holder")) if s in have]
+        else:  # the dataset changed without the table following (no JavaScript)
+            sites = drafts.sites_at_data(ctx.draft, ctx.registered, ctx.holdings, dataset)
+        if not sites:
+            return {"dataset": f"tick at least one site that holds {dataset!r}"}
+        federation = ctx.draft.raw.setdefault("federation", {})
+        federation["sites"] = ",".join(sites)
+        return drafts.data_errors(ctx.store, ctx.draft, sites, ctx.holdings)
 
     def _generate(self, ctx: StepContext, raw: dict[str, str], sites: list[str]) -> Errors:
         draft = ctx.draft
@@ -271,13 +326,18 @@ class DataStep:
         raw = drafts.federation_raw(ctx.draft, ctx.registered)
         fed, _ = drafts.federation_config(raw, ctx.registered)
         sites = fed.sites if fed is not None else drafts.selected_sites(raw)
-        return drafts.data_errors(ctx.store, ctx.draft, sites)
+        return drafts.data_errors(ctx.store, ctx.draft, sites, ctx.holdings)
 
     def context(self, ctx: StepContext) -> dict[str, Any]:
         draft = ctx.draft
         shards = drafts.shards_dir(ctx.store, draft)
+        raw = drafts.data_raw(draft)
+        names = drafts.dataset_names(ctx.holdings)
+        dataset = raw["dataset"] or (names[0] if names else "")
         return {
-            "raw": drafts.data_raw(draft),
+            **dataset_holders_context(ctx, dataset),
+            "datasets": [(n, len(drafts.holders(ctx.holdings, n))) for n in names],
+            "raw": raw,
             "sites": [
                 (s, draft.shards.get(s) if (shards / s).is_dir() else None)
                 for s in ctx.chosen_sites()

@@ -189,3 +189,42 @@ def test_a_server_config_without_its_model_component_is_refused(
         Job.load(out)
     assert err.value.file == "config_fed_server.json"
     assert err.value.field == "components[model]"
+
+
+def test_meta_names_the_sites_dataset_and_loads_it_back(tmp_path: Path, tiny_model_def: str) -> None:
+    job = make_job(tiny_model_def, dataset="chest-xray")
+    folder = job.render(tmp_path / "j")
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["datasets"] == {site: "chest-xray" for site in job.federation.sites}
+    assert Job.load(folder).federation.dataset == "chest-xray"
+    assert Job.load(folder, site=job.federation.sites[0]).federation.dataset == "chest-xray"
+
+
+@pytest.mark.parametrize(
+    ("datasets", "field", "message"),
+    [
+        ([], "datasets", "must be an object"),
+        ({"site-1": "a b"}, "datasets.site-1", "dataset name"),
+        ({"site-1": "x"}, "datasets", "for every site"),
+        ({"site-1": "x", "site-2": "y"}, "datasets", "same dataset, not x, y"),
+    ],
+)
+def test_a_bad_datasets_map_in_meta_is_named(
+    tmp_path: Path, tiny_model_def: str, datasets: object, field: str, message: str
+) -> None:
+    folder = make_job(tiny_model_def).render(tmp_path / "j")
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "datasets": datasets}))
+    with pytest.raises(JobValidationError) as caught:
+        Job.load(folder)
+    assert (caught.value.file, caught.value.field) == ("meta.json", field)
+    assert message in caught.value.message
+
+
+def test_a_job_on_the_sites_data_ships_no_shards(tmp_path: Path, tiny_model_def: str) -> None:
+    (tmp_path / "s").mkdir()
+    job = make_job(tiny_model_def, dataset="cxr").model_copy(
+        update={"shards": {"site-1": tmp_path / "s"}}
+    )
+    with pytest.raises(JobValidationError, match="own dataset 'cxr'; ship no shards"):
+        job.validate()

@@ -37,9 +37,17 @@ def ensure_bundle(api: SiteAPI, cfg: SiteConfig, job_id: int) -> Path:
     return folder
 
 
-def fetch_data_root(api: SiteAPI, cfg: SiteConfig, job_id: int, job_dir: Path) -> Path:
-    """This site's shard: inside the bundle, else the uploaded shard zip, else the site's own
-    data in ``<data-root>/data`` (data that never leaves the site: the usual FL case)."""
+def fetch_data_root(
+    api: SiteAPI, cfg: SiteConfig, job_id: int, job_dir: Path, dataset: str | None = None
+) -> Path:
+    """This site's data: the registered `dataset` the job names (data that never leaves the
+    site: the usual FL case), else the shard inside the bundle, else the uploaded shard zip,
+    else the site's unnamed ``<data-root>/data``."""
+    if dataset is not None:
+        declared = cfg.dataset(dataset)
+        if declared is None:  # refused earlier (rounds.refusal); never a silent fallback
+            raise LookupError(f"site {cfg.site!r} holds no dataset {dataset!r}")
+        return declared.path
     inside = job_dir / "shards" / cfg.site
     if inside.is_dir():
         return inside

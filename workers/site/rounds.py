@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -47,7 +48,7 @@ def train_round(cfg: SiteConfig, job_id: int, round_num: int) -> str:
         with STATE.lock:
             STATE.busy, STATE.current = True, (job_id, round_num)
         try:
-            return _train(api, cfg, job_id, round_num)
+            return _train(api, cfg, job_id, round_num, info)
         except Exception as exc:
             error = f"site worker error: {type(exc).__name__}: {exc}"
             try:
@@ -61,7 +62,23 @@ def train_round(cfg: SiteConfig, job_id: int, round_num: int) -> str:
         api.close()
 
 
-def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
+def refusal(cfg: SiteConfig, job: Job, info: dict[str, Any]) -> str | None:
+    """Why this site will not run the job (its dataset, its policy), or None. Checked by the
+    site itself on every round: the server's view of the site's policy is only a mirror."""
+    name = job.federation.dataset
+    if name is not None and cfg.dataset(name) is None:
+        held = ", ".join(d.name for d in cfg.datasets) or "none"
+        return (
+            f"site {cfg.site!r} refuses the job: it holds no dataset {name!r} "
+            f"(its datasets: {held})"
+        )
+    why = cfg.policy.refusal(info, job.federation.gpus_per_site, cfg.site)
+    return None if why is None else f"refused by the site's policy: {why}"
+
+
+def _train(
+    api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int, info: dict[str, Any]
+) -> str:
     from resonfl.fl.shareable import sha256_file  # lazy: torch
 
     started = time.monotonic()
@@ -69,6 +86,11 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     job_dir = ensure_bundle(api, cfg, job_id)
     job = Job.load(job_dir, site=cfg.site)
     fed = job.federation
+    refused = refusal(cfg, job, info)
+    if refused is not None:
+        api.state(job_id, round_num, "failed", error=refused)
+        close_job_process(job_id)
+        return refused
     gpus = cfg.visible_gpus()
     if fed.gpus_per_site > len(gpus):
         error = (
@@ -94,7 +116,7 @@ def _train(api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int) -> str:
     env = job_env(cfg, gpus)
     if job_env_dir is not None:  # the job's packages; none shadows the platform's (resolved against it)
         env["PYTHONPATH"] = str(job_env_dir)
-    data_root = fetch_data_root(api, cfg, job_id, job_dir)
+    data_root = fetch_data_root(api, cfg, job_id, job_dir, fed.dataset)
     state_dir = cfg.data_root / "jobs" / str(job_id) / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
     # a re-run of this round (its update never arrived) starts from the state it began with

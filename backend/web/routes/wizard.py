@@ -27,7 +27,13 @@ from resonfl_server.backend.web.forms import Errors, fields_of, form_to_raw
 from resonfl_server.backend.web.highlight import highlight
 from resonfl_server.backend.web.session import CsrfChecked, WebUser, load_session
 from resonfl_server.backend.web.templating import redirect, render
-from resonfl_server.backend.web.wizard_steps import HANDLERS, StepContext, training_notes_for
+from resonfl_server.backend.web.wizard_steps import (
+    HANDLERS,
+    StepContext,
+    dataset_holders_context,
+    holdings_of,
+    training_notes_for,
+)
 from resonfl.config import TrainingConfig
 
 router = APIRouter(tags=["web"], include_in_schema=False)
@@ -115,6 +121,18 @@ async def read_training_guidance(request: Request, user: WebUser, draft_id: str)
     return render(request, "partials/_guidance.html", {"notes": training_notes_for(draft, raw)})
 
 
+@router.get("/wizard/{draft_id}/data/holders")
+def read_dataset_holders(
+    request: Request, user: WebUser, session: SessionDep, draft_id: str, dataset: str = ""
+) -> Response:
+    """htmx: the sites that hold `dataset`, with their counts (nothing is saved)."""
+    draft = _draft(request, user, draft_id)
+    if draft is None:
+        return _not_found(request, user)
+    context = dataset_holders_context(_context(request, session, draft), dataset)
+    return render(request, "partials/_dataset_holders.html", context)
+
+
 def _context(request: Request, session: Session, draft: Draft) -> StepContext:
     return StepContext(request, session, _store(request), draft)
 
@@ -134,6 +152,10 @@ def _save(
 
 def _registered(session: Session) -> list[str]:
     return [site.name for site in accounts.list_sites(session)]
+
+
+def _holdings(session: Session) -> drafts.Holdings:
+    return holdings_of(accounts.list_sites(session))
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -174,7 +196,7 @@ def _render_step(
 # ----------------------------------------------------------------------------- review
 def _review(request: Request, user: User, session: Session, draft: Draft) -> Response:
     try:
-        job = drafts.build_job(_store(request), draft, _registered(session))
+        job = drafts.build_job(_store(request), draft, _registered(session), _holdings(session))
     except StepInvalid as exc:
         return _render_step(request, user, session, draft, exc.step, exc.errors, status_code=200)
     files = [(name, text, highlight(text, name)) for name, text in job.rendered_files().items()]
@@ -199,7 +221,7 @@ def download_job_folder(
     if draft is None:
         return _not_found(request, user)
     try:
-        job = drafts.build_job(_store(request), draft, _registered(session))
+        job = drafts.build_job(_store(request), draft, _registered(session), _holdings(session))
     except StepInvalid as exc:
         return redirect(request, f"/wizard/{draft.id}/{exc.step}")
     scratch, archive = draft_files.job_zip(
@@ -229,7 +251,7 @@ def submit_draft(
     if draft.job_id is not None:
         return redirect(request, f"/jobs/{draft.job_id}")
     try:
-        job = drafts.build_job(_store(request), draft, _registered(session))
+        job = drafts.build_job(_store(request), draft, _registered(session), _holdings(session))
     except StepInvalid as exc:
         return redirect(request, f"/wizard/{draft.id}/{exc.step}")
     scratch, archive = draft_files.job_zip(job, _store(request).folder(draft.id))

@@ -149,11 +149,11 @@ def test_data_step_rejects_a_shard_that_is_not_a_zip(
     assert "not a zip file" in _error(response.text, "shard__site-1")
 
 
-def test_data_step_chooses_upload_when_the_model_is_not_a_catalog_example(
+def test_data_step_chooses_data_at_the_sites_when_the_model_is_not_a_catalog_example(
     client: TestClient, signed_in: str, sites: list[str]
 ) -> None:
     """Generating needs an example; with an uploaded model_def.py (even after Generate was
-    chosen for an example before) the Upload radio is the one checked, not none at all."""
+    chosen for an example before) "Data at the sites" is the one checked, not none at all."""
     page = walk_to(client, signed_in, "data")
     base = page.base  # type: ignore[attr-defined]
     assert re.search(r'id="mode-generate"[^>]*checked', page.text)
@@ -167,7 +167,7 @@ def test_data_step_chooses_upload_when_the_model_is_not_a_catalog_example(
     )  # fmt: skip
     assert response.status_code == 200, response.text[:2000]
     data = client.get(f"{base}/data").text
-    assert re.search(r'id="mode-upload"[^>]*checked', data)
+    assert re.search(r'id="mode-sites"[^>]*checked', data)
     assert re.search(r'id="mode-generate"[^>]*disabled', data)
     assert not re.search(r'id="mode-generate"[^>]*checked', data)
 
@@ -329,3 +329,57 @@ def test_download_before_the_job_finished_says_so(
     ]
     response = client.get(f"{job_url}/download")
     assert response.status_code == 404 and "not available" in response.text
+
+
+def _report(session: Session, site: str, datasets: list[dict[str, Any]]) -> None:
+    from resonfl_server.backend.models import Site
+    from resonfl_server.backend.services import accounts
+
+    row = session.query(Site).filter_by(name=site).one()
+    accounts.heartbeat(session, row, "idle", [], datasets, None)
+
+
+def _images(samples: int) -> dict[str, Any]:
+    return {"name": "images", "format": "image-folder", "description": "", "samples": samples,
+            "labels": {"circle": samples // 2, "square": samples - samples // 2}}  # fmt: skip
+
+
+def test_data_at_the_sites_lists_the_holders_unticks_the_rest_and_names_the_dataset(
+    client: TestClient, signed_in: str, sites: list[str], session: Session
+) -> None:
+    from resonfl_server.backend.services import accounts
+
+    accounts.register_site(session, "site-3")
+    _report(session, "site-1", [_images(40)])
+    _report(session, "site-3", [_images(30)])
+    _report(session, "site-2", [{**_images(9), "name": "other"}])
+    page = walk_to(client, signed_in, "data")  # the Federation step chose site-1 and site-2
+    base = page.base  # type: ignore[attr-defined]
+    assert "images (2 sites)" in page.text and "other (1 site)" in page.text
+    holders = client.get(f"{base}/data/holders", params={"dataset": "images"}).text
+    assert re.search(r'id="holder__site-1"[^>]*checked', holders) and "40" in holders
+    assert "circle 20, square 20" in holders
+    assert re.search(r'id="holder__site-2"[^>]*disabled', holders)
+    assert "does not hold images — unticked" in holders  # chosen, but it lacks the data
+    assert not re.search(r'id="holder__site-3"[^>]*checked', holders)  # holds it, not chosen
+
+    form = {"mode": "sites", "dataset": "images", "holders_for": "images",
+            "holder": ["site-1", "site-3", "site-2"]}  # fmt: skip
+    assert _post(client, f"{base}/data", signed_in, form).status_code == 303
+    assert client.get(f"{base}/review").status_code == 200
+    response = _post(client, f"{base}/review/submit", signed_in, {})
+    job = session.get(JobRow, int(response.headers["location"].rsplit("/", 1)[1]))
+    assert job is not None and job.sites == ["site-1", "site-3"]
+    spec = Job.load(client.app.state.store.job_folder(job.id))  # type: ignore[attr-defined]
+    assert spec.federation.dataset == "images" and spec.shards == {}
+
+
+def test_data_at_the_sites_refuses_a_dataset_no_site_holds(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
+    page = walk_to(client, signed_in, "data")
+    base = page.base  # type: ignore[attr-defined]
+    form = {"mode": "sites", "dataset": "xrays", "holders_for": "xrays"}
+    response = _post(client, f"{base}/data", signed_in, form)
+    assert response.status_code == 422
+    assert _error(response.text, "dataset") == "no registered site reports a dataset 'xrays'"
