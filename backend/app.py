@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from resonfl_server.backend.api.routes import jobs, site_api, sites, users
+from resonfl_server.backend.api.routes import experiments, jobs, site_api, sites, users
 from resonfl_server.backend.core.config import Settings, get_settings
 from resonfl_server.backend.core.db import create_db_engine, make_session_factory
 from resonfl_server.backend.services.dispatch import Dispatcher, load_dispatcher
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     app.state.session_factory = make_session_factory(engine)
     app.state.store = ArtifactStore(settings.data_dir)
     app.state.dispatcher = dispatcher or load_dispatcher(settings)
-    for module in (jobs, sites, users, site_api):
+    for module in (jobs, sites, users, site_api, experiments):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -258,6 +258,12 @@ def cmd_twin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    table = _client(args).compare([int(i) for i in args.job_ids])
+    print(json.dumps(table.raw, indent=2) if args.json else table)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from resonfl.evaluate import EvaluationError, evaluate_checkpoint  # lazy: torch
 
@@ -356,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     _client_flags(p)
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("compare", help="jobs side by side: differing settings, final metrics")
+    p.add_argument("job_ids", nargs="+", help="2 to 8 job ids; the first is the baseline")
+    p.add_argument("--json", action="store_true", help="the API's answer, curves included")
+    _client_flags(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
         "twin", help="run a job's recipe centrally on its pooled shards; print the FL gap"

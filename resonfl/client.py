@@ -17,6 +17,7 @@ from typing import Any, Self
 
 import httpx
 
+from resonfl.compare import CompareTable
 from resonfl.http import NO_RETRY, ApiClient, RetryPolicy
 from resonfl.job import SHARDS_DIR, Job
 
@@ -107,6 +108,13 @@ class Client(ApiClient):
     def twin_comparison(self, job_id: int) -> dict[str, Any]:
         """FL vs its latest centralized twin: curves per metric, gap, share closed per round."""
         return dict(self._json(self.request("GET", f"/jobs/{job_id}/twin")))
+
+    def compare(self, ids: list[int]) -> CompareTable:
+        """Two or more jobs side by side: one row per job with the settings that differ, the
+        final metrics and their difference from the first job (`print` it; `.raw` has the
+        curves; `.to_pandas()` when pandas is installed)."""
+        params = {"jobs": ",".join(str(i) for i in ids)}
+        return CompareTable.from_api(self._json(self.request("GET", "/compare", params=params)))
 
     def logs(self, job_id: int, site: str | None = None) -> dict[str, Any]:
         """{site: [{round, status, error, log}]}: each site's captured output per round."""

@@ -19,12 +19,13 @@ from resonfl_server.backend.web.templating import STATIC_DIR, redirect, render
 def mount_web(app: FastAPI) -> None:
     from resonfl_server.backend.web.routes import (
         auth,
+        compare,
         jobs,
         sites,
         wizard,
     )  # cycle: routes import us
 
-    for module in (auth, wizard, jobs, sites):  # wizard first: /jobs/new before /jobs/{id}
+    for module in (auth, wizard, jobs, sites, compare):  # wizard first: /jobs/new before /jobs/{id}
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_exception_handler(LoginRequired, _login_required)

@@ -80,6 +80,7 @@ class Draft(BaseModel):
     checkpoint_original: str | None = None
     shards: dict[str, str] = Field(default_factory=dict)  # site -> how it was made
     job_id: int | None = None
+    clone_of: int | None = None  # "Clone with one change": Review diffs against this job
 
 
 @dataclass

@@ -20,8 +20,9 @@ from starlette.datastructures import FormData
 from resonfl_server.backend.api.deps import DispatcherDep, SessionDep, SettingsDep, StoreDep
 from resonfl_server.backend.models import User
 from resonfl_server.backend.services import accounts, draft_files, submissions
-from resonfl_server.backend.services.errors import ServiceError
-from resonfl_server.backend.web import drafts
+from resonfl_server.backend.services import jobs as job_service
+from resonfl_server.backend.services.errors import NotFound, ServiceError
+from resonfl_server.backend.web import clones, drafts
 from resonfl_server.backend.web.drafts import STEP_TITLES, STEPS, Draft, DraftStore, StepInvalid
 from resonfl_server.backend.web.forms import Errors, fields_of, form_to_raw
 from resonfl_server.backend.web.highlight import highlight
@@ -199,7 +200,8 @@ def _review(request: Request, user: User, session: Session, draft: Draft) -> Res
         job = drafts.build_job(_store(request), draft, _registered(session), _holdings(session))
     except StepInvalid as exc:
         return _render_step(request, user, session, draft, exc.step, exc.errors, status_code=200)
-    files = [(name, text, highlight(text, name)) for name, text in job.rendered_files().items()]
+    rendered = job.rendered_files()
+    files = [(name, text, highlight(text, name)) for name, text in rendered.items()]
     context = {
         "user": user,
         "nav": "new",
@@ -209,8 +211,35 @@ def _review(request: Request, user: User, session: Session, draft: Draft) -> Res
         "job": job,
         "files": files,
         "errors": {},
+        "clone": _clone_review(request, user, session, draft, job, rendered),
     }
     return render(request, "pages/wizard_review.html", context)
+
+
+def _clone_review(
+    request: Request, user: User, session: Session, draft: Draft, job: Any, files: dict[str, str]
+) -> clones.CloneReview | None:
+    if draft.clone_of is None:
+        return None
+    try:
+        original = job_service.get_job_for(session, user, draft.clone_of)
+    except NotFound:
+        return None
+    return clones.review(request.app.state.store, draft, original, job, files)
+
+
+@router.post("/jobs/{job_id}/clone", dependencies=[CsrfChecked])
+def clone_job(
+    request: Request, user: WebUser, session: SessionDep, store: StoreDep, job_id: int
+) -> Response:
+    """"Clone with one change": the wizard opens with every value of the job copied."""
+    try:
+        job = job_service.get_job_for(session, user, job_id)
+    except NotFound:
+        return _not_found(request, user)
+    draft = clones.clone_job(_store(request), store, user.id, job)
+    load_session(request).set_draft(draft.id)
+    return redirect(request, f"/wizard/{draft.id}/training")
 
 
 @router.get("/wizard/{draft_id}/review/job.zip")

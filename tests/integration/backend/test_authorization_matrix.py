@@ -27,6 +27,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/jobs/{job_id}/download"): "user",
     ("GET", "/api/v1/jobs/{job_id}/rounds/{round_num}/download"): "user",
     ("GET", "/api/v1/sites"): "user",
+    ("GET", "/api/v1/compare"): "user",
     ("POST", "/api/v1/sites"): "admin",
     ("POST", "/api/v1/users"): "admin",
     ("GET", "/api/v1/users/me"): "user",

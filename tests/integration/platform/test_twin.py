@@ -57,6 +57,19 @@ def test_a_twin_runs_the_recipe_on_the_pooled_shards_and_shows_the_gap(
     args = _twin_training(platform, int(twin["id"]))
     assert args["seed"] == job.training.seed and args["local_steps"] == 20
 
+    # the SDK's compare table: the twin differs in its steps per round and its sites only
+    table = client.compare([fl_id, int(twin["id"])])
+    assert table.column("job") == [fl_id, twin["id"]]
+    assert table.column("training.local_steps") == ["10", "20"]
+    assert {d["setting"] for d in table.raw["differing"]} == {
+        "training.local_steps", "sites", "federation.min_clients", "federation.round_timeout_s",
+    }
+    assert table.column("global_top1 diff")[0] == 0.0
+    assert "training.local_steps" in str(table)
+    with pytest.raises(ApiError) as err:
+        client.compare([fl_id])
+    assert err.value.status == 422 and "compare 2 to 8" in str(err.value)
+
 
 def test_data_only_at_the_sites_answers_409_with_the_reason(
     platform: LocalPlatform, tmp_path: Path, tiny_model_def: str
