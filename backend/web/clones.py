@@ -43,8 +43,10 @@ def clone_job(drafts: DraftStore, store: ArtifactStore, owner_id: int, job: Job)
         draft.model_upload_name = "model_def.py"
     draft.raw["training"] = model_to_raw(spec.training)
     draft.raw["federation"] = _federation_raw(spec)
+    dataset = spec.federation.dataset  # data the sites hold: the clone uses it again
     draft.raw["data"] = {
-        "mode": "upload", "split": "iid", "alpha": "0.5", "seed": "0",
+        "mode": "sites" if dataset else "upload", "dataset": dataset or "",
+        "split": "iid", "alpha": "0.5", "seed": "0",
         "requirements": "\n".join(spec.requirements),
     }  # fmt: skip
     for site, path in spec.shards.items():
