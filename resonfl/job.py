@@ -359,6 +359,24 @@ def _check_fl_components(job: Job) -> None:
                 check_sites(list(fed.sites))
             except ValueError as exc:
                 raise JobValidationError(SERVER_CONFIG, where, str(exc)) from None
+        _check_against_algorithm(job, built.args)
+
+
+def _check_against_algorithm(job: Job, args: Any) -> None:
+    """An algorithm's own checks of the model and the training settings (DP-SGD: no BatchNorm,
+    no AMP), so a job that cannot run is refused at submit, not in round 0."""
+    check_model = getattr(args, "check_model_source", None)
+    if check_model is not None:
+        try:
+            check_model(job.model.source)
+        except ValueError as exc:
+            raise JobValidationError(MODEL_DEF, "model", str(exc)) from None
+    check_training = getattr(args, "check_training", None)
+    if check_training is not None:
+        try:
+            check_training(job.training.model_dump())
+        except ValueError as exc:
+            raise JobValidationError(CLIENT_CONFIG, "executors[0].executor.args", str(exc)) from None
 
 
 def _pydantic_message(exc: ValidationError) -> str:

@@ -68,12 +68,14 @@ class SimulationResult:
     workspace: Path
     checkpoint: Path
     rounds: list[RoundSummary] = field(default_factory=list)
+    stopped: str | None = None  # why the run ended before its last round (a privacy budget)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "workspace": str(self.workspace),
             "checkpoint": str(self.checkpoint),
             "rounds": [r.__dict__ for r in self.rounds],
+            "stopped": self.stopped,
         }
 
 
@@ -195,6 +197,11 @@ def simulate(
             _report(bar, summary, rounds, progress)
             if on_round:
                 on_round(summary)
+            if outcome.stopped is not None:
+                result.stopped = outcome.stopped
+                if progress:
+                    print(f"stopped: {outcome.stopped}", file=sys.stderr)
+                break
     finally:
         sessions.close()
         pool.close()

@@ -16,5 +16,10 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}" 2>&1 | grep -v "is ignored" || true
-python -m pip install -q -e ".[server,worker,dev]" 2>&1 | grep -vE "is ignored|^\s*$" || true
-python -c "import torch, resonfl, fastapi, celery; print('resonfl installed; torch', torch.__version__)"
+# every dependency resolves against the torch just installed (opacus needs torch): a
+# constraint file pins it, so pip can never swap in another build
+constraints=$(mktemp)
+echo "torch==$(python -c 'import torch; print(torch.__version__.split("+")[0])')" > "$constraints"
+python -m pip install -q -c "$constraints" -e ".[server,worker,dev]" 2>&1 | grep -vE "is ignored|^\s*$" || true
+rm -f "$constraints"
+python -c "import torch, resonfl, fastapi, celery, opacus; print('resonfl installed; torch', torch.__version__)"

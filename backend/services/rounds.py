@@ -351,9 +351,13 @@ def _aggregate_claimed(
     rnd.metrics = {k: v for k, v in metrics.items() if len(k) <= 128 and math.isfinite(v)}
     rnd.status = RoundStatus.DONE
     rnd.aggregated_at = utcnow()
-    if last:
+    if last or outcome.stopped is not None:
+        # a stopped job (its privacy budget spent) ends here: this round's model is the final
+        # one (fold_round saved it as model_out/checkpoint.pt) and the reason is on the page
         job.status = JobStatus.FINISHED
         job.finished_at = utcnow()
+        if outcome.stopped is not None:
+            job.error = f"Stopped early: {outcome.stopped}"
         session.commit()
         return []
     scratch = store.scratch_dir()

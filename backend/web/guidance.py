@@ -145,7 +145,9 @@ def federation_notes(raw: Raw, model_source: str) -> list[Note]:
             )
         )
     if algorithm is not None:
-        notes.extend(_robustness_notes(algorithm.path.rsplit(".", 1)[1], raw, algorithm.key))
+        name = algorithm.path.rsplit(".", 1)[1]
+        notes.extend(_robustness_notes(name, raw, algorithm.key))
+        notes.extend(_privacy_notes(name, raw, algorithm.key, model_source))
     rounds = _num(raw.get("num_rounds"))
     if rounds and rounds > 20:
         notes.append(
@@ -202,6 +204,54 @@ def _robustness_notes(name: str, raw: Raw, key: str) -> list[Note]:
                 "page; clipping bounds a bad site's pull but outvotes no one: pair it with the "
                 "median when you expect attackers.",
                 f"{key}__max_norm",
+            )
+        )
+    return notes
+
+
+def _privacy_notes(name: str, raw: Raw, key: str, model_source: str) -> list[Note]:
+    """What each privacy component guarantees and costs (docs/privacy.md has the details)."""
+    notes: list[Note] = []
+    sites = [s for s in (raw.get("sites") or "").split(",") if s]
+    if name == "DPSGDFedAvg":
+        if has_batchnorm(model_source):
+            notes.append(
+                Note(
+                    "warn",
+                    "DP-SGD and BatchNorm",
+                    "This model has BatchNorm layers: each sample is normalized with its batch's "
+                    "statistics, so its gradient cannot be clipped alone. The job is refused at "
+                    "submit; replace BatchNorm with GroupNorm (nn.GroupNorm(groups, channels)).",
+                    "aggregator",
+                )
+            )
+        eps = _num(raw.get(f"{key}__target_epsilon"))
+        level = "warn" if eps is not None and eps < 3 else "info"
+        notes.append(
+            Note(
+                level,
+                "DP-SGD costs accuracy, most on small sites",
+                "Each site's noise is calibrated so that all its rounds spend exactly the target "
+                "epsilon; the fewer samples a site has, the larger its sampling rate and the more "
+                "noise it needs. On digits (about 250 samples a site) epsilon 1 loses most of the "
+                "accuracy and epsilon 8 much less (docs/results.md). Keep delta below 1 / samples "
+                "per site; the job page plots each site's epsilon and the job stops before the "
+                "target.",
+                f"{key}__target_epsilon",
+            )
+        )
+    if name == "DPFedAvg":
+        count = len(sites) or 1
+        notes.append(
+            Note(
+                "warn" if count < 100 else "info",
+                "Site-level DP needs many sites",
+                f"The noise on the mean has std noise_multiplier x clip_norm / {count} per "
+                "weight, and every site is asked every round, so no sampling amplifies the "
+                "guarantee. With a handful of sites the noise is larger than the update: "
+                "DP-FedAvg was built for thousands of clients. For a few institutions, prefer "
+                "DP-SGD on each site.",
+                f"{key}__noise_multiplier",
             )
         )
     return notes

@@ -206,6 +206,12 @@ def charts(job: Job) -> list[Markup]:
         series = _series(results, sites, key)
         glob = _global(rounds, global_key, global_label)
         out.append(line_chart(title, series + ([glob] if glob else []), n))
+    privacy = _series(results, sites, "dp_epsilon")
+    spent = _global(rounds, "dp_epsilon", "job (DP-FedAvg: the server's; DP-SGD: the worst site)")
+    if privacy or spent:  # DP jobs only: the budget each site (or the server) has spent
+        out.append(
+            line_chart("Privacy budget spent (epsilon)", privacy + ([spent] if spent else []), n)
+        )
     split = [
         (r.number, float(r.train_s_max or 0.0), float(r.overhead_s or 0.0))
         for r in rounds

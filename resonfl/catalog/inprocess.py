@@ -33,6 +33,7 @@ class InProcessRun:
 
     state: StateDict
     rounds: list[dict[str, float]] = field(default_factory=list)
+    stopped: str | None = None  # why the run ended before its last round (a privacy budget)
 
 
 def load_executor(job_dir: Path) -> ModuleType:
@@ -100,10 +101,18 @@ def run_in_process(
             for site in workflow.sites_for_round(rnd, sites)
         )
         outcome = fold_round(
-            aggregator, run.state, rnd, updates, needed=workflow.min_results(rnd, sites)
+            aggregator,
+            run.state,
+            rnd,
+            updates,
+            needed=workflow.min_results(rnd, sites),
+            final=rnd + 1 == rounds,
         )
         run.state = outcome.weights
         run.rounds.append({"round": rnd, **outcome.metrics})
+        if outcome.stopped is not None:
+            run.stopped = outcome.stopped
+            break
     return run
 
 

@@ -168,7 +168,7 @@ class Aggregator(ABC):
         """`client_task_args` of this aggregator's own args."""
         return self.client_task_args(self.args)
 
-    def round_metrics(self) -> dict[str, float]:
+    def round_metrics(self, site_metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
         """Numbers this aggregator learned in the round just aggregated (e.g. DP-FedAvg's
         epsilon, how many updates were clipped); `fold_round` adds them to the round's metrics,
         which the job page plots. Empty by default."""

@@ -117,7 +117,7 @@ class NormClip(Aggregator):
             self._result = out
         return dict(self._result)
 
-    def round_metrics(self) -> dict[str, float]:
+    def round_metrics(self, site_metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
         if self._sum is None or not self._sum.norms:
             return {}
         return {

@@ -13,6 +13,7 @@ knows only that site's classes: prefer Multi-Krum there (docs/results.md has bot
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -88,7 +89,7 @@ class Krum(BufferedAggregator):
             global_weights, {k: self.stack(chosen, k).mean(dim=0) for k in global_weights}
         )
 
-    def round_metrics(self) -> dict[str, float]:
+    def round_metrics(self, site_metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
         return {"krum_kept_sites": float(len(self.selected))}
 
 

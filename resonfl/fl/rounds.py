@@ -205,7 +205,7 @@ class RoundFold:
             site_metrics=dict(self.site_metrics),
             metrics={
                 **weighted_metrics((self.site_metrics[s], self.samples[s]) for s in accepted),
-                **self.aggregator.round_metrics(),
+                **self.aggregator.round_metrics(self.site_metrics),
             },
             stopped=stopped,
         )

@@ -50,6 +50,14 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 CLIENT_CONFIG = "config_fed_client.json"
 OPTIMIZER_STATE = "optimizer_state.pt"
 EMA_STATE = "ema_state.pt"
+DP_STATE = "dp_accountant.json"
+# The RDP orders of resonfl.fl.accountant.ORDERS (a unit test keeps the two equal): opacus's
+# default orders, then higher ones for low noise.
+DP_ORDERS = (
+    *(1 + x / 10.0 for x in range(1, 100)),
+    *map(float, range(12, 64)),
+    80.0, 100.0, 128.0, 192.0, 256.0, 512.0, 1024.0,
+)  # fmt: skip
 TASK_KEYS = (
     "job_dir",
     "site",
@@ -184,6 +192,84 @@ def make_logger(site: str = "site", current_round: int = 0) -> logging.Logger:
     return logger
 
 
+# ------------------------------------------------------------------ DP-SGD
+class PrivacyBudgetExhausted(RuntimeError):
+    """Training this round would take the site past the job's target epsilon: not trained."""
+
+
+class DPModelError(ValueError):
+    """The model has layers DP-SGD cannot train (BatchNorm mixes the samples of a batch)."""
+
+
+def dp_epsilon(history: Iterable[Iterable[float]], delta: float) -> float:
+    """Epsilon after ``(noise_multiplier, sample_rate, steps)`` steps (opacus's RDP analysis,
+    `DP_ORDERS`); what resonfl.fl.accountant.epsilon computes on the server."""
+    import warnings  # lazy: DP-SGD only
+
+    from opacus.accountants.analysis.rdp import (  # lazy: only DP-SGD jobs need opacus
+        compute_rdp,
+        get_privacy_spent,
+    )
+
+    total = None
+    for sigma, q, steps in history:
+        if steps <= 0:
+            continue
+        if sigma <= 0:
+            return math.inf
+        rdp = compute_rdp(q=q, noise_multiplier=sigma, steps=int(steps), orders=list(DP_ORDERS))
+        total = rdp if total is None else total + rdp
+    if total is None:
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "optimal order is the largest alpha": still valid
+        eps, _ = get_privacy_spent(orders=list(DP_ORDERS), rdp=total, delta=delta)
+    return float(eps)
+
+
+def dp_noise_for_target(target: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The smallest noise multiplier whose ``steps`` at ``sample_rate`` stay within ``target``."""
+    lo, hi = 0.0, 10.0
+    while dp_epsilon([(hi, sample_rate, steps)], delta) > target:
+        hi *= 2
+        if hi > 1e6:
+            raise ValueError(f"no noise multiplier reaches epsilon {target}")
+    while hi - lo > 1e-4 * max(hi, 1e-3):
+        mid = (lo + hi) / 2
+        if dp_epsilon([(mid, sample_rate, steps)], delta) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def dp_model_problems(model: nn.Module) -> list[str]:
+    """Each layer DP-SGD cannot train, named by its path in the model, with the fix."""
+    from opacus.validators import ModuleValidator  # lazy: only DP-SGD jobs need opacus
+
+    problems = []
+    for name, module in model.named_modules():
+        where = f"{name or '(the model itself)'} ({type(module).__name__})"
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            problems.append(
+                f"{where}: BatchNorm normalizes each sample with its batch's statistics, so one "
+                "sample's gradient depends on the others and cannot be clipped alone. Replace it "
+                "with GroupNorm (nn.GroupNorm(groups, channels)) or LayerNorm in model_def.py"
+            )
+            continue
+        validator = ModuleValidator.VALIDATORS.get(type(module))
+        if validator is not None:
+            for err in validator(module):
+                problems.append(f"{where}: {str(err).splitlines()[0]}")
+    return problems
+
+
+def check_dp_model(model: nn.Module) -> None:
+    problems = dp_model_problems(model)
+    if problems:
+        raise DPModelError("DP-SGD cannot train this model: " + "; ".join(problems))
+
+
 # ------------------------------------------------------------------ EMA
 class EMA:
     """Exponential moving average of a model's state; integer buffers are copied, not averaged.
@@ -249,6 +335,7 @@ class FLEnv:
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.global_state: StateDict | None = None  # round-start weights, set by the executor
         self.proximal_used = False  # set by proximal_term; a FedProx round without it warns
+        self.dp_used = False  # set by fit's private path; a DP-SGD round without it is refused
         self._prox_anchor: dict[str, torch.Tensor] = {}
 
     # -- settings --------------------------------------------------------------
@@ -501,6 +588,90 @@ class FLEnv:
             self._prox_anchor[name] = anchor
         return anchor
 
+    # -- DP-SGD ---------------------------------------------------------------------
+    @property
+    def dp_sgd(self) -> dict[str, Any] | None:
+        """The job's DP-SGD settings (from resonfl.fl.dp_sgd.DPSGDFedAvg), or None."""
+        settings = self.task_args.get("dp_sgd")
+        return dict(settings) if settings else None
+
+    @property
+    def dp_state_path(self) -> Path:
+        return self.state_dir / DP_STATE
+
+    def dp_history(self) -> list[list[float]]:
+        """This run's accountant history on this site: [noise_multiplier, sample_rate, steps]."""
+        path = self.dp_state_path
+        if not path.is_file():
+            return []
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if self.run_id is not None and saved.get("run_id") != self.run_id:
+            self.logger.warning("%s belongs to another run; starting the budget at 0", path.name)
+            return []
+        return [list(step) for step in saved.get("history", [])]
+
+    def _save_dp_history(self, history: list[list[float]]) -> None:
+        write_json(self.dp_state_path, {"run_id": self.run_id, "history": history})
+
+    def _private(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, steps: int
+    ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader, dict[str, Any]]:
+        """Wrap model, optimizer and loader for DP-SGD (opacus): per-sample clipping, Gaussian
+        noise, Poisson sampling; refuse the round when it would pass the target epsilon.
+
+        Noise and sampling use generators seeded by the OS, never by the job's seed (which
+        the server and every site know)."""
+        import secrets  # lazy: DP-SGD only
+        import warnings  # lazy: DP-SGD only
+
+        from opacus import GradSampleModule  # lazy: only DP-SGD jobs need opacus
+        from opacus.data_loader import DPDataLoader
+        from opacus.optimizers import DPOptimizer
+
+        dp = self.dp_sgd or {}
+        check_dp_model(model)
+        target, delta = float(dp["target_epsilon"]), float(dp["delta"])
+        q = 1.0 / len(loader)
+        z = dp.get("noise_multiplier")
+        if z is None:
+            z = dp_noise_for_target(target, delta, q, self.num_rounds * steps)
+        history = self.dp_history()
+        after = dp_epsilon([*history, [z, q, steps]], delta)
+        if after > target * (1 + 1e-9):
+            raise PrivacyBudgetExhausted(
+                f"privacy budget: round {self.current_round} on {self.site_name} would bring "
+                f"epsilon to {after:.3g} > target_epsilon {target:g} (delta {delta:g}); the "
+                "site did not train and sent nothing"
+            )
+        # opacus's hooks on a first layer whose input needs no gradient: expected, not a fault
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        noise_gen = torch.Generator(device=self.device).manual_seed(secrets.randbits(63))
+        sample_gen = torch.Generator().manual_seed(secrets.randbits(63))
+        private_model = GradSampleModule(model)
+        private_optimizer = DPOptimizer(
+            optimizer,
+            noise_multiplier=float(z),
+            max_grad_norm=float(dp["max_grad_norm"]),
+            expected_batch_size=int(loader.batch_size or 1),
+            generator=noise_gen,
+        )
+        private_loader = DPDataLoader.from_data_loader(loader, generator=sample_gen)
+        history.append([float(z), q, steps])
+        info = {
+            "history": history,
+            "dp_epsilon": after,
+            "dp_epsilon_next": dp_epsilon([*history, [z, q, steps]], delta),
+            "dp_noise_multiplier": float(z),
+            "dp_sample_rate": q,
+            "dp_delta": delta,
+        }
+        self.logger.info(
+            "DP-SGD: noise multiplier %.4g, clip %.4g, sample rate %.4g, %d steps: epsilon "
+            "%.4g of %g after this round (delta %g)",
+            z, float(dp["max_grad_norm"]), q, steps, after, target, delta,
+        )  # fmt: skip
+        return private_model, private_optimizer, private_loader, info
+
     # -- evaluation --------------------------------------------------------------
     @torch.no_grad()
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -576,6 +747,12 @@ class FLEnv:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = self.make_optimizer(model, params)
         scheduler = self.make_scheduler(optimizer, steps)
+        base_optimizer, train_model, privacy = optimizer, model, None
+        if self.dp_sgd:
+            # per-sample clipping replaces grad_clip; AMP's loss scaling and FedProx's term are
+            # not per-sample, so DPSGDFedAvg's validation refuses them with DP-SGD
+            train_model, optimizer, loader, privacy = self._private(model, optimizer, loader, steps)
+            self.dp_used = True
         criterion = loss_fn or nn.CrossEntropyLoss(
             label_smoothing=float(self.arg("label_smoothing", 0.0))
         )
@@ -597,12 +774,12 @@ class FLEnv:
             x, y = _to_device(batch, self.device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp_enabled):
-                loss = criterion(model(x), y)
+                loss = criterion(train_model(x), y)
             total = loss.float()
             if mu > 0:
                 total = total + self.proximal_term(model)
             scaler.scale(total).backward()
-            if clip:
+            if clip and privacy is None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(params, float(clip))
             scaler.step(optimizer)
@@ -611,15 +788,19 @@ class FLEnv:
             if ema is not None:
                 ema.update(model)
             losses.append(loss.detach().float())
+        if privacy is not None:
+            train_model._close()  # type: ignore[operator]  # opacus: drop hooks and grad samples
+            self._save_dp_history(privacy.pop("history"))
         if self.arg("persist_optimizer_state", True):
-            self.save_optimizer_state(optimizer)
+            self.save_optimizer_state(base_optimizer)
         if ema is not None:
             self.finish_ema(model, ema)
         metrics: dict[str, Any] = {
             "train_loss": float(torch.stack(losses).mean()),
             "steps": steps,
             "lr_start": lr_start,
-            "lr_end": optimizer.param_groups[0]["lr"],
+            "lr_end": base_optimizer.param_groups[0]["lr"],
+            **(privacy or {}),
         }
         if val_dataset is not None:
             metrics.update(self.evaluate(model, val_dataset, collate=collate))
@@ -702,6 +883,12 @@ class GenericClientExecutor:
                 "does): this site trained without the proximal term, i.e. plain FedAvg",
                 env.fedprox_mu,
                 config.get("train_fn", "fl_train_model"),
+            )
+        if env.dp_sgd and not env.dp_used:
+            raise RuntimeError(
+                f"this job trains with DP-SGD but {config.get('train_fn', 'fl_train_model')} "
+                "never trained through env.fit, so its update would carry no privacy guarantee: "
+                "nothing was sent. Train with env.fit(model, train_dataset, ...)"
             )
         if isinstance(out, dict):
             samples = int(out["samples"])

@@ -26,3 +26,21 @@ def test_fedavg_gets_no_robustness_note() -> None:
 def test_norm_clip_points_at_its_bound() -> None:
     note = next(n for n in federation_notes({"aggregator": "normclip"}, "") if "clip" in n.title)
     assert note.field == "normclip__max_norm"
+
+
+BN_MODEL = "class Net(nn.Module):\n    def __init__(self):\n        self.bn = nn.BatchNorm2d(8)\n"
+
+
+def test_dp_sgd_warns_about_batchnorm_in_the_model() -> None:
+    notes = federation_notes({"aggregator": "dpsgdfedavg"}, BN_MODEL)
+    assert "DP-SGD and BatchNorm" in [n.title for n in notes]
+    assert "DP-SGD and BatchNorm" not in _titles({"aggregator": "dpsgdfedavg"})
+
+
+def test_dp_fedavg_with_few_sites_warns_that_the_noise_drowns_the_update() -> None:
+    note = next(
+        n
+        for n in federation_notes({"aggregator": "dpfedavg", "sites": "a,b,c,d"}, "")
+        if n.title == "Site-level DP needs many sites"
+    )
+    assert note.level == "warn" and "/ 4 per weight" in note.text

@@ -67,7 +67,7 @@ def test_krum_picks_one_honest_update_and_multikrum_averages_n_minus_f() -> None
     assert len(krum.selected) == 1 and "s4" not in krum.selected
     assert _run(multi, [*HONEST, 50.0])["w"][0].item() == pytest.approx(1.0)
     assert sorted(multi.selected) == ["s0", "s1", "s2", "s3"]
-    assert multi.round_metrics() == {"krum_kept_sites": 4.0}
+    assert multi.round_metrics({}) == {"krum_kept_sites": 4.0}
 
 
 def test_krum_needs_2f_plus_3_updates() -> None:
@@ -98,7 +98,7 @@ def test_norm_clip_with_a_large_bound_equals_fedavg() -> None:
 def test_norm_clip_reports_norms_and_how_many_were_clipped() -> None:
     agg = NormClip({"max_norm": 2.0})
     _run(agg, [*HONEST, -100.0])
-    metrics = agg.round_metrics()
+    metrics = agg.round_metrics({})
     assert metrics["clipped_sites"] == 1.0
     assert metrics["update_norm_median"] == pytest.approx(update_norm(GLOBAL, _update(1.0)))
 
