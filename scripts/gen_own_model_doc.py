@@ -55,6 +55,28 @@ WHEN: dict[str, str] = {
     "resonfl.fl.cyclic.CyclicAggregator": (
         "Only with the Cyclic workflow: the round's one update becomes the global model."
     ),
+    "resonfl.fl.median.CoordinateMedian": (
+        "Some sites may send wrong or hostile updates (f < n/2). Holds every update in memory; "
+        "costs accuracy on non-IID data (docs/privacy.md)."
+    ),
+    "resonfl.fl.median.TrimmedMean": (
+        "As the median, averaging more honest values: drops the f lowest and highest per weight."
+    ),
+    "resonfl.fl.krum.Krum": (
+        "Up to f bad sites with n >= 2f + 3, on IID-like data: one site's update becomes the model."
+    ),
+    "resonfl.fl.krum.MultiKrum": "As Krum, averaging the n - f best updates: better on non-IID data.",
+    "resonfl.fl.clipping.NormClip": (
+        "Bound how far any one site can pull the model (backdoors, scaled updates); streams."
+    ),
+    "resonfl.fl.dp_fedavg.DPFedAvg": (
+        "Site-level differential privacy for the released models, with many sites (hundreds+); "
+        "the server still sees each update."
+    ),
+    "resonfl.fl.dp_sgd.DPSGDFedAvg": (
+        "Sample-level differential privacy on each site (opacus): a target epsilon per site, no "
+        "BatchNorm. Costs accuracy, most on small sites."
+    ),
     "resonfl.fl.workflows.ScatterAndGather": "The default: every site trains every round.",
     "resonfl.fl.workflows.Cyclic": (
         "One site per round, in turn (the model travels). Needs "

@@ -213,6 +213,17 @@ def main(argv: list[str] | None = None) -> int:
             n_test = len(test["y"])
     text = render(results, ns.seeds, simulated, time.time() - started, n_test)
     ns.out.parent.mkdir(parents=True, exist_ok=True)
+    old = ns.out.read_text(encoding="utf-8") if ns.out.is_file() else ""
+    begin, end = "<!-- privacy-table:begin -->", "<!-- privacy-table:end -->"
+    if begin in old and end in old:  # scripts/results_privacy.py's section stays
+        text = (
+            text.rstrip("\n")
+            + "\n\n"
+            + begin
+            + old.split(begin, 1)[1].split(end, 1)[0]
+            + end
+            + "\n"
+        )
     ns.out.write_text(text, encoding="utf-8")
     print(table(results))
     print(

@@ -200,7 +200,7 @@ def _robustness_notes(name: str, raw: Raw, key: str) -> list[Note]:
                 "info",
                 "Set the clip near the honest norms",
                 "Too small and every honest update is shortened (slower training); too large and "
-                "nothing is clipped. Run a round first and read update_norm_median on the job "
+                "nothing is clipped. Run a round first and read the median update norm on the job "
                 "page; clipping bounds a bad site's pull but outvotes no one: pair it with the "
                 "median when you expect attackers.",
                 f"{key}__max_norm",

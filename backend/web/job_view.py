@@ -195,6 +195,14 @@ def _global(rounds: list[Round], key: str, label: str) -> Series | None:
     return Series(label, points, GLOBAL_COLOR, dashed=True) if points else None
 
 
+# round metrics that robust and private aggregators report (`Aggregator.round_metrics`)
+AGGREGATOR_METRICS = (
+    ("update_norm_median", "median update norm"),
+    ("clipped_sites", "sites clipped"),
+    ("krum_kept_sites", "updates Krum kept"),
+)
+
+
 def charts(job: Job) -> list[Markup]:
     sites, results, rounds, n = list(job.sites), list(job.results), list(job.rounds), job.num_rounds
     out = []
@@ -212,6 +220,13 @@ def charts(job: Job) -> list[Markup]:
         out.append(
             line_chart("Privacy budget spent (epsilon)", privacy + ([spent] if spent else []), n)
         )
+    robust = []
+    for i, (key, label) in enumerate(AGGREGATOR_METRICS):
+        found = _global(rounds, key, label)
+        if found is not None:
+            robust.append(Series(label, found.points, PALETTE[i % len(PALETTE)]))
+    if robust:  # what a robust or private aggregator did each round (clipped, kept, norms)
+        out.append(line_chart("What the aggregator did", robust, n))
     split = [
         (r.number, float(r.train_s_max or 0.0), float(r.overhead_s or 0.0))
         for r in rounds

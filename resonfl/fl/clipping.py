@@ -75,7 +75,7 @@ class NormClipArgs(BaseModel):
         gt=0,
         description="C: the longest update (L2 over all float weights) a site may send; longer "
         "ones are scaled down to C. Set it near the honest sites' update norms (the job page "
-        "plots them as update_norm_median)",
+        "plots their median each round)",
     )
     weighting: Literal["uniform", "samples"] = Field(
         default="uniform",

@@ -33,3 +33,12 @@ def test_dp_sgd_sites_epsilon_is_plotted_per_site_and_for_the_job() -> None:
 def test_a_job_without_dp_has_no_privacy_chart() -> None:
     job = _job({("a", 0): {"top1": 0.5}}, {0: {"top1": 0.5}})
     assert "Privacy budget" not in "".join(charts(job))
+
+
+def test_what_a_robust_aggregator_did_is_plotted() -> None:
+    job = _job(
+        {}, {0: {"clipped_sites": 1.0, "update_norm_median": 2.5}, 1: {"clipped_sites": 0.0}}
+    )
+    html = "".join(charts(job))
+    assert "What the aggregator did" in html and "sites clipped" in html
+    assert "updates Krum kept" not in html
