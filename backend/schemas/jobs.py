@@ -61,7 +61,9 @@ class RoundPublic(BaseModel):
     aggregated_at: datetime | None
     timings: RoundTimes = Field(default_factory=RoundTimes)
     metrics: dict[str, float] = Field(
-        default_factory=dict, description="samples-weighted metrics of the accepted updates"
+        default_factory=dict,
+        description="samples-weighted metrics of the accepted updates, and what the aggregator "
+        "reports (e.g. dp_epsilon, clipped_sites)",
     )
     error: str | None
     weights_sha256: str | None
