@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from resonfl_server.backend.api import metrics
+from resonfl_server.backend.api.metrics import make_registry
 from resonfl_server.backend.api.routes import experiments, jobs, site_api, sites, users
 from resonfl_server.backend.core.config import Settings, get_settings
 from resonfl_server.backend.core.db import create_db_engine, make_session_factory
@@ -52,6 +54,8 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     app.state.dispatcher = dispatcher or load_dispatcher(settings)
     for module in (jobs, sites, users, site_api, experiments):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.state.metrics_registry = make_registry(app.state.session_factory, settings)
+    app.include_router(metrics.router)  # /metrics, where Prometheus looks by default
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     from resonfl_server.backend.web import (

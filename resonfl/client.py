@@ -116,6 +116,15 @@ class Client(ApiClient):
         params = {"jobs": ",".join(str(i) for i in ids)}
         return CompareTable.from_api(self._json(self.request("GET", "/compare", params=params)))
 
+    def download_tensorboard(self, job_id: int, path: str | Path | None = None) -> Path:
+        """Save the job's TensorBoard event files (a zip: global and per site) to `path`."""
+        target = Path(path) if path is not None else Path.cwd() / f"job-{job_id}-tensorboard.zip"
+        response = self.request("GET", f"/jobs/{job_id}/tensorboard")
+        if response.status_code >= 400:
+            self._json(response)
+        target.write_bytes(response.content)
+        return target
+
     def logs(self, job_id: int, site: str | None = None) -> dict[str, Any]:
         """{site: [{round, status, error, log}]}: each site's captured output per round."""
         params = {"site": site} if site else None

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         default=None,
         description="mark the sign-in cookie Secure (HTTPS only); None: in production only",
     )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="log every job's rounds to MLflow there (file://, http://)"
+    )
+    metrics_token: str | None = Field(
+        default=None, description="bearer token /metrics asks for; None: /metrics is open"
+    )
 
     @model_validator(mode="after")
     def _defaults_and_secret(self) -> Settings:

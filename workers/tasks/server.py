@@ -17,6 +17,7 @@ from resonfl_server.workers.celery_app import (
     SERVER_RECONCILE,
     SERVER_START,
 )
+from resonfl_server.backend.services import tracking
 from resonfl_server.workers.runtime import server_runtime
 
 log = logging.getLogger("resonfl.aggregator")
@@ -35,6 +36,8 @@ def aggregate(job_id: int, round_num: int) -> bool:
     rt = server_runtime()
     with rt.session() as session:
         done = rounds.aggregate_round(session, rt.store, job_id, round_num, rt.dispatcher)
+        if done:  # the next round is on its way already: tracking adds nothing to it
+            tracking.record_round(rt.settings, session, rt.store, job_id, round_num)
     if done:
         log.info("aggregated job %s round %s", job_id, round_num)
     return done

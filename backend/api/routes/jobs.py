@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from resonfl_server.backend.api.deps import (
     CurrentUser,
@@ -33,7 +33,7 @@ from resonfl_server.backend.schemas.jobs import (
 )
 from resonfl_server.backend.schemas.sites import SiteEnvironmentPublic
 from resonfl_server.backend.services import jobs as job_service
-from resonfl_server.backend.services import twins
+from resonfl_server.backend.services import tracking, twins
 from resonfl_server.backend.services.errors import Conflict, NotFound
 from resonfl_server.backend.services.site_api import read_environments
 from resonfl_server.backend.storage import ArtifactStore
@@ -147,6 +147,27 @@ def twin_public(cmp: twins.TwinComparison) -> TwinPublic:
         steps_per_round=cmp.steps_per_round,
         curves=[TwinCurvePublic(**vars(c)) for c in cmp.curves],
     )
+
+
+@router.get(
+    "/{job_id}/tensorboard",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+def download_tensorboard(
+    job_id: JobId, session: SessionDep, store: StoreDep, user: CurrentUser
+) -> Response:
+    """The job's TensorBoard event files (global and per site, written as rounds finish) as
+    a zip; 404 before its first round finished."""
+    job = job_service.get_job_for(session, user, job_id)
+    data = tracking.events_zip(store, job.id)
+    if data is None:
+        raise NotFound(f"job {job_id} has no finished round yet, so no TensorBoard events")
+    name = f"job-{job.id}-tensorboard.zip"
+    return Response(
+        data, media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )  # fmt: skip
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from resonfl_server.backend.api.deps import DispatcherDep, SessionDep, StoreDep
 from resonfl_server.backend.models import Job, User
 from resonfl_server.backend.services import jobs as job_service
-from resonfl_server.backend.services import twins
+from resonfl_server.backend.services import tracking, twins
 from resonfl_server.backend.services.errors import Conflict, NotFound
 from resonfl_server.backend.storage import ArtifactStore
 from resonfl_server.backend.web import job_view
@@ -85,6 +85,25 @@ def read_job_live(
         return _not_found(request, user, exc)
     headers = {"HX-Trigger": "job-ended"} if not view.polling else None
     return render(request, "partials/_job_live.html", {"user": user, "v": view}, headers=headers)
+
+
+@router.get("/jobs/{job_id}/tensorboard.zip")
+def download_tensorboard(
+    request: Request, user: WebUser, session: SessionDep, store: StoreDep, job_id: int
+) -> Response:
+    """The TensorBoard event files of the job (global and per site) as a zip."""
+    try:
+        job = job_service.get_job_for(session, user, job_id)
+    except NotFound as exc:
+        return _not_found(request, user, exc)
+    data = tracking.events_zip(store, job.id)
+    if data is None:
+        return _not_found(request, user, NotFound("no finished round yet, so no events"))
+    name = f"job-{job.id}-tensorboard.zip"
+    return Response(
+        data, media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )  # fmt: skip
 
 
 @router.post("/jobs/{job_id}/twin", dependencies=[CsrfChecked])

@@ -24,6 +24,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/jobs/{job_id}/twin"): "user",
     ("GET", "/api/v1/jobs/{job_id}/twin"): "user",
     ("GET", "/api/v1/jobs/{job_id}/logs"): "user",
+    ("GET", "/api/v1/jobs/{job_id}/tensorboard"): "user",
     ("GET", "/api/v1/jobs/{job_id}/download"): "user",
     ("GET", "/api/v1/jobs/{job_id}/rounds/{round_num}/download"): "user",
     ("GET", "/api/v1/sites"): "user",
