@@ -114,20 +114,40 @@ def cpu_state_dict(model: nn.Module) -> StateDict:
     return out
 
 
-def build_for_weights(cls: Callable[..., nn.Module], kwargs: dict[str, Any]) -> nn.Module:
-    """The model, built to receive weights: on the meta device and then given uninitialised
-    memory, so the random initialisation that load_state_dict would overwrite at once is
-    skipped (a fifth of a CPU second for a ResNet-50, every round). A model whose __init__
-    needs real values (non-persistent buffers, tensors kept as plain attributes, .item()) is
-    built normally."""
+def model_with_weights(
+    cls: Callable[..., nn.Module], kwargs: dict[str, Any], state: StateDict
+) -> nn.Module:
+    """The model, holding ``state``. Built on the meta device, it takes the loaded tensors as
+    its own (``assign``): safetensors maps the file privately, so the weights are neither
+    initialised at random nor copied a second time (a ResNet-50 round: 13 ms instead of
+    140 ms). A model whose __init__ needs real values (non-persistent buffers, tensors kept
+    as plain attributes, .item()), ties weights, or whose dtypes differ from the file's is
+    built normally and the weights are copied in."""
     try:
         with torch.device("meta"):
             model = cls(**kwargs)
     except Exception:  # noqa: BLE001 - this model needs real tensors to build
-        return cls(**kwargs)
-    if any(_needs_values(m) for m in model.modules()):
-        return cls(**kwargs)
-    return model.to_empty(device="cpu")
+        model = None
+    if model is None or any(_needs_values(m) for m in model.modules()):
+        model = cls(**kwargs)
+    elif _can_assign(model, state):
+        model.load_state_dict(state, strict=True, assign=True)
+        return model
+    else:
+        model = model.to_empty(device="cpu")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _can_assign(model: nn.Module, state: StateDict) -> bool:
+    """Every entry matches one of the model's own, untied tensors in shape and dtype."""
+    own = model.state_dict(keep_vars=True)
+    if set(own) != set(state) or len({id(t) for t in own.values()}) != len(own):
+        return False
+    return all(
+        own[k].shape == v.shape and own[k].dtype == v.dtype and v.device.type == "cpu"
+        for k, v in state.items()
+    )
 
 
 def _needs_values(module: nn.Module) -> bool:
@@ -853,12 +873,16 @@ class GenericClientExecutor:
         module_name, _, class_name = component["path"].rpartition(".")
         self._set_environ(args)
         model_def = self._import_model_def(module_name)
-        global_state = load_weights(task["weights_in"])
-        model = build_for_weights(getattr(model_def, class_name), component.get("args", {}))
-        model.load_state_dict(global_state, strict=True)
+        model = model_with_weights(
+            getattr(model_def, class_name),
+            component.get("args", {}),
+            load_weights(task["weights_in"]),
+        )
 
         env = FLEnv(task, args, self.logger)
-        env.global_state = global_state
+        # the model trains its own tensors in place: the round-start weights (FedProx's
+        # anchor) are a second private mapping of the same file, no copy until read
+        env.global_state = load_weights(task["weights_in"])
         for folder in (env.state_dir, env.out_dir):
             folder.mkdir(parents=True, exist_ok=True)
         model.to(env.device)
