@@ -18,7 +18,7 @@ from resonfl.job import Job
 from resonfl.runner import SandboxCancelled, SandboxError, confine, run_site_round
 from resonfl.runner.confine import Binds
 from resonfl.runner.requirements import RequirementsError
-from resonfl_server.workers.client_state import begin_round
+from resonfl_server.workers.client_state import begin_round, prepare_round
 from resonfl_server.workers.site.api import SiteAPI
 from resonfl_server.workers.site.config import SiteConfig
 from resonfl_server.workers.site.files import ensure_bundle, fetch_data_root
@@ -169,6 +169,8 @@ def _train(
     # one parseable line per round: the round benchmark (bench/rounds.py) splits overhead with it
     log.info("round timings %s", json.dumps({"job": job_id, "round": round_num, **phases}))
     shutil.rmtree(work, ignore_errors=True)
+    if round_num < fed.num_rounds - 1:
+        prepare_round(state_dir, round_num + 1)  # while the server aggregates
     return f"uploaded job {job_id} round {round_num}: {result.samples} samples"
 
 
