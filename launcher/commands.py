@@ -231,12 +231,15 @@ def _preimport_fl_core() -> None:
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
     from resonfl_server.backend.core.config import Settings  # lazy: per command
+    from resonfl.runner import WarmInit  # lazy: per command
     from resonfl_server.workers import runtime  # lazy: per command
     from resonfl_server.workers.celery_app import SERVER_QUEUE, register_tasks  # lazy: per command
 
     settings = Settings()
     configure_sandbox(args.unsafe_no_sandbox, "aggregator")  # it runs the initial-weights job code
     rt = runtime.ServerRuntime.from_settings(settings)
+    # before any job arrives: the first job's initial weights do not pay Python + torch
+    rt.warm_init = WarmInit(rt.store.tmp / "warm-init")
     runtime.install(rt)
     register_tasks(rt.dispatcher.app, "server")
     threading.Thread(target=_preimport_fl_core, name="preimport", daemon=True).start()
@@ -261,6 +264,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         )
     finally:
         loop.stop()
+        rt.warm_init.close()
     return 0
 
 

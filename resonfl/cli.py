@@ -113,7 +113,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
     info = client.status(args.job_id)
-    sandbox = sandbox_by_site(client.logs(args.job_id))
+    sandbox = sandbox_by_site(info)
     if args.json:
         print(json.dumps({**info, "sandbox": sandbox}, indent=2, default=str))
     else:
@@ -121,25 +121,61 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-SANDBOX_MARK = "[sandbox] "
-
-
-def sandbox_by_site(logs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """The confinement and limits each site applied in its latest logged round: the site
-    worker writes them as the `[sandbox] {json}` first line of every round's log."""
+def sandbox_by_site(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The confinement and limits each site applied in its latest round that reported them:
+    the `sandbox` field the site worker sends with every result (stored as reported)."""
     found: dict[str, dict[str, Any]] = {}
-    for site, entries in logs.items():
-        for entry in sorted(entries, key=lambda e: int(e["round"])):
-            for line in (entry.get("log") or "").splitlines():
-                at = line.find(SANDBOX_MARK)
-                if at < 0:
-                    continue
-                try:
-                    found[site] = dict(json.loads(line[at + len(SANDBOX_MARK) :]))
-                except (ValueError, TypeError):
-                    pass  # a job can print anything into its log; only the worker's line parses
-                break
+    for rnd in sorted(job.get("rounds") or [], key=lambda r: int(r["number"])):
+        for res in rnd.get("results") or []:
+            if isinstance(res.get("sandbox"), dict):
+                found[res["site"]] = dict(res["sandbox"])
     return found
+
+
+# round 0's phases, in the order they run (the job page shows the same table)
+PHASES = (
+    ("prepare_s", "bundle+data"),
+    ("download_s", "download"),
+    ("process_s", "process start"),
+    ("import_s", "import"),
+    ("build_s", "model build"),
+    ("data_s", "data load"),
+    ("eval_s", "evaluate"),
+    ("train_s", "first train"),
+    ("save_s", "save"),
+)
+
+
+def phases_text(phases: dict[str, Any], warm: bool | None) -> str:
+    """One line: each measured phase in seconds, and whether a warm process ran it."""
+    parts = [
+        f"{label} {phases[key]:.2f}s"
+        for key, label in PHASES
+        if isinstance(phases.get(key), int | float)
+    ]
+    if warm is not None:
+        parts.append("warm process" if warm else "process started for it")
+    return ", ".join(parts) or "no phases reported"
+
+
+def round0_lines(job: dict[str, Any]) -> list[str]:
+    """Where round 0 spent its time: the server's initial weights, then each site."""
+    lines = []
+    init = job.get("init_phases")
+    if isinstance(init, dict):
+        total = init.get("total_s")
+        head = f"{total:.2f}s: " if isinstance(total, int | float) else ""
+        lines.append(f"  initial weights (server): {head}{phases_text(init, init.get('warm'))}")
+    for rnd in job.get("rounds") or []:
+        if rnd.get("number") != 0:
+            continue
+        for res in sorted(rnd.get("results") or [], key=lambda r: r["site"]):
+            phases = res.get("phases")
+            if isinstance(phases, dict):
+                started = phases.get("started_process")
+                warm = None if started is None else not started
+                lines.append(f"  {res['site']}: {phases_text(phases, warm)}")
+    return ["round 0, where the time went:", *lines] if lines else []
 
 
 def sandbox_text(info: dict[str, Any]) -> str:
@@ -183,6 +219,7 @@ def status_summary(job: dict[str, Any], sandbox: dict[str, dict[str, Any]] | Non
         lines.append(f"  {site}: {'; '.join(parts) or 'no result yet'}")
         if sandbox and site in sandbox:
             lines.append(f"    sandbox: {sandbox_text(sandbox[site])}")
+    lines.extend(round0_lines(job))
     if job.get("error"):
         lines.append(f"error: {job['error']}")
     return "\n".join(lines)

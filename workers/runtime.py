@@ -16,6 +16,7 @@ from resonfl_server.backend.core.config import Settings, get_settings
 from resonfl_server.backend.core.db import create_db_engine, make_session_factory
 from resonfl_server.backend.storage import ArtifactStore
 from resonfl_server.workers.dispatch import CeleryDispatcher
+from resonfl.runner import WarmInit
 
 
 @dataclass
@@ -24,6 +25,8 @@ class ServerRuntime:
     sessions: sessionmaker[Session]
     store: ArtifactStore
     dispatcher: CeleryDispatcher
+    # a pre-started process for the next job's initial weights (`resonfl aggregator` sets it)
+    warm_init: WarmInit | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerRuntime:

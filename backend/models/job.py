@@ -66,6 +66,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # the FL job whose recipe this job runs centrally on the pooled shards (services/twins.py)
     twin_of_id: Mapped[int | None] = mapped_column(index=True, default=None)
+    init_phases: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # schemas.InitPhases
 
     rounds: Mapped[list[Round]] = relationship(
         back_populates="job", order_by="Round.number", cascade="all, delete-orphan"
@@ -164,6 +165,9 @@ class SiteResult(Base):
     total_s: Mapped[float | None]
     error: Mapped[str | None] = mapped_column(Text)
     log_key: Mapped[str | None] = mapped_column(String(64))
+    # as the site reported them (schemas.phases.RoundPhases / SandboxApplied, validated)
+    phases: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sandbox: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from resonfl_server.backend.models import JobStatus, ResultStatus, Round, RoundStatus
 from resonfl_server.backend.schemas.sites import SiteEnvironmentPublic
+from resonfl_server.backend.schemas.phases import InitPhases, RoundPhases, SandboxApplied
 
 
 class SiteResultPublic(BaseModel):
@@ -24,6 +25,8 @@ class SiteResultPublic(BaseModel):
     total_s: float | None
     error: str | None
     updated_at: datetime
+    phases: RoundPhases | None = Field(None, description="where the site's round time went")
+    sandbox: SandboxApplied | None = Field(None, description="the sandbox the site applied")
 
 
 class RoundTimes(BaseModel):
@@ -86,6 +89,9 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     error: str | None
     twin_of_id: int | None = Field(None, description="this job is the centralized twin of that job")
+    init_phases: InitPhases | None = Field(
+        None, description="the aggregator's initial-weights step, phase by phase"
+    )
 
 
 class JobDetail(JobPublic):

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from resonfl_server.backend.models import INT_MAX, ResultStatus, SiteStatus
 from resonfl_server.backend.schemas.common import CleanStr, FiniteFloat, clean_json
+from resonfl_server.backend.schemas.phases import RoundPhases, SandboxApplied
 from resonfl.config import DATASET_NAME_RE, SITE_NAME_RE
 
 DatasetFormat = Literal["image-folder", "npz", "csv", "files"]
@@ -118,6 +119,8 @@ class ResultMeta(BaseModel):
     total_s: FiniteFloat | None = Field(None, ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the weights file")
     log: str | None = None
+    phases: RoundPhases | None = Field(None, description="where the round's time went")
+    sandbox: SandboxApplied | None = Field(None, description="the sandbox the site applied")
 
 
 class ResultAccepted(BaseModel):

@@ -28,3 +28,5 @@ class SiteReport:
     total_s: float | None = None
     log_key: str | None = None
     error: str | None = None
+    phases: dict[str, Any] | None = None  # schemas.phases.RoundPhases, validated
+    sandbox: dict[str, Any] | None = None  # schemas.phases.SandboxApplied, validated

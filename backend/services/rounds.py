@@ -51,7 +51,7 @@ from resonfl_server.backend.services import folds
 from resonfl_server.backend.services.dispatch import Dispatcher
 from resonfl_server.backend.storage import ArtifactStore
 from resonfl.job import Job as JobSpec
-from resonfl.runner import SandboxError, init_global_weights
+from resonfl.runner import SandboxError, WarmInit, init_global_weights
 
 if TYPE_CHECKING:
     from resonfl.fl.rounds import RoundFold, SiteUpdate
@@ -93,8 +93,15 @@ def start_job(session: Session, job_id: int, dispatcher: Dispatcher) -> None:
     dispatcher.send_start(job_id)
 
 
-def init_job(session: Session, store: ArtifactStore, job_id: int, dispatcher: Dispatcher) -> bool:
-    """Aggregator side of start: check resources, build the initial weights, open round 0.
+def init_job(
+    session: Session,
+    store: ArtifactStore,
+    job_id: int,
+    dispatcher: Dispatcher,
+    warm: WarmInit | None = None,
+) -> bool:
+    """Aggregator side of start: check resources, build the initial weights (in `warm`'s
+    pre-started process when given), open round 0; the step's phases go to the job row.
 
     Returns False when another delivery already did it (or the job is no longer queued).
     """
@@ -116,8 +123,12 @@ def init_job(session: Session, store: ArtifactStore, job_id: int, dispatcher: Di
         scratch = store.scratch_dir()
         try:
             out = scratch / "init.safetensors"
-            _init_weights(
-                spec.job_dir, out, scratch / "work", min(spec.round_timeout_s, INIT_TIMEOUT_S)
+            job.init_phases = _init_weights(
+                spec.job_dir,
+                out,
+                scratch / "work",
+                min(spec.round_timeout_s, INIT_TIMEOUT_S),
+                warm,
             )
             sites = _open_round(session, store, job, spec, 0, out)
         finally:
@@ -628,9 +639,12 @@ def _load_spec(store: ArtifactStore, job_id: int) -> _Spec:
     )
 
 
-def _init_weights(job_dir: Path, out: Path, work_dir: Path, timeout_s: float) -> None:
+def _init_weights(
+    job_dir: Path, out: Path, work_dir: Path, timeout_s: float, warm: WarmInit | None
+) -> dict[str, float | bool]:
+    """Build the initial weights into `out`; where the step's time went (InitPhases)."""
     try:
-        init_global_weights(job_dir, out, work_dir, timeout_s)
+        return init_global_weights(job_dir, out, work_dir, timeout_s, warm=warm).phases
     except SandboxError as exc:
         raise RoundError(
             f"the initial model could not be built: {exc}\n{exc.log[-2000:]}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -221,6 +221,8 @@ def _record(
             train_s=_float(meta.get("train_s")),
             total_s=_float(meta.get("total_s")),
             log_key=result.log_key,
+            phases=_object(meta.get("phases")),
+            sandbox=_object(meta.get("sandbox")),
         )
         _apply(result, report)
         session.flush()
@@ -252,6 +254,15 @@ def _apply(result: SiteResult, report: SiteReport) -> None:
     result.train_s = report.train_s
     result.total_s = report.total_s
     result.error = report.error
+    result.phases = report.phases
+    result.sandbox = report.sandbox
+
+
+def _object(value: object) -> dict[str, Any] | None:
+    """A validated sub-object of the meta (model_dump'ed), without its unset fields."""
+    if not isinstance(value, dict):
+        return None
+    return {k: v for k, v in value.items() if v is not None}
 
 
 def _check_open(session: Session, job: Job, round_num: int) -> None:

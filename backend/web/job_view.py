@@ -57,11 +57,16 @@ class JobView:
     requirements: list[str] = field(default_factory=list)
     environments: list[EnvRow] = field(default_factory=list)
     twin: TwinPanel | None = None
+    round0: list[PhaseRow] = field(default_factory=list)  # where round 0's time went
 
     @property
     def polling(self) -> bool:
         """The live region polls while the job or its centralized twin runs."""
         return not self.ended or (self.twin is not None and self.twin.running)
+
+    @property
+    def phase_columns(self) -> tuple[tuple[str, str], ...]:
+        return PHASE_COLUMNS
 
 
 @dataclass
@@ -109,6 +114,50 @@ def twin_panel(job: Job, twin: Job | None, unavailable: str | None) -> TwinPanel
         for r, v in sorted(closed.items())
     ]
     return panel
+
+
+# Round 0's breakdown: (RoundPhases / InitPhases key, column heading), in the order they run.
+PHASE_COLUMNS = (
+    ("prepare_s", "Bundle + data"),
+    ("download_s", "Weights download"),
+    ("process_s", "Process start"),
+    ("import_s", "Import model_def"),
+    ("build_s", "Model build"),
+    ("data_s", "Data load"),
+    ("eval_s", "Evaluate"),
+    ("train_s", "First train"),
+    ("save_s", "Save"),
+)
+
+
+@dataclass
+class PhaseRow:
+    """One line of round 0's breakdown: the aggregator's initial weights, or a site."""
+
+    who: str
+    cells: list[float | None]  # per PHASE_COLUMNS
+    process: str  # "warm" (a pre-started process ran it), "cold" (started for it) or ""
+
+
+def round0_rows(job: Job) -> list[PhaseRow]:
+    """The aggregator's initial-weights step, then each site's round 0, as reported."""
+    rows = []
+    if job.init_phases:
+        rows.append(_phase_row("initial weights (server)", job.init_phases, "warm"))
+    for res in sorted(job.results, key=lambda r: r.site):
+        if res.round_num == 0 and res.phases:
+            rows.append(_phase_row(res.site, res.phases, "started_process"))
+    return rows
+
+
+def _phase_row(who: str, phases: dict[str, Any], flag: str) -> PhaseRow:
+    value = phases.get(flag)
+    warm = value if flag == "warm" else (None if value is None else not value)
+    return PhaseRow(
+        who=who,
+        cells=[_finite(phases.get(key)) for key, _ in PHASE_COLUMNS],
+        process="" if warm is None else ("warm" if warm else "cold"),
+    )
 
 
 @dataclass
@@ -309,6 +358,7 @@ def build(
         environments=(
             environment_rows(job, read_environments(store, job)) if requirements else []
         ),
+        round0=round0_rows(job),
     )
 
 

@@ -38,6 +38,14 @@ def _duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def _seconds(seconds: float | None) -> str:
+    """A phase's time, to the hundredth below 10 s (most phases of a round are under 1 s)."""
+    if seconds is None:
+        return "—"
+    seconds = max(float(seconds), 0.0)
+    return f"{seconds:.2f} s" if seconds < 10 else _duration(seconds)
+
+
 def _when(value: datetime | None) -> str:
     if value is None:
         return "—"
@@ -61,6 +69,7 @@ def _metric(value: Any) -> str:
 
 
 templates.env.filters["duration"] = _duration
+templates.env.filters["seconds"] = _seconds
 templates.env.filters["when"] = _when
 templates.env.filters["ago"] = _ago
 templates.env.filters["metric"] = _metric

@@ -10,7 +10,13 @@ from resonfl.runner.errors import SandboxCancelled, SandboxError, SandboxRun, Sa
 from resonfl.runner.pool import WarmPool
 from resonfl.runner.run import run_sandboxed
 from resonfl.runner.session import JobSession, SessionPool
-from resonfl.runner.tasks import SiteRoundResult, init_global_weights, run_site_round
+from resonfl.runner.tasks import (
+    InitResult,
+    SiteRoundResult,
+    WarmInit,
+    init_global_weights,
+    run_site_round,
+)
 
 __all__ = [
     "JobSession",
@@ -20,6 +26,8 @@ __all__ = [
     "SandboxTimeout",
     "SessionPool",
     "SiteRoundResult",
+    "InitResult",
+    "WarmInit",
     "WarmPool",
     "init_global_weights",
     "run_sandboxed",

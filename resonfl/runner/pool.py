@@ -117,6 +117,13 @@ class WarmPool:
         env = dict(env_extra or {})
         self._on_thread(lambda: self._top_up(env, binds), wait)
 
+    def has_idle(self, env_extra: dict[str, str] | None, binds: Binds | None = None) -> bool:
+        """A started process for this environment and binds is waiting (it may be importing);
+        starts asked for earlier (`fill`) are done first."""
+        self._on_thread(lambda: None, wait=True)  # the queue is FIFO: earlier fills are done
+        with self._lock:
+            return any(p.poll() is None for p in self._idle.get(self._key(env_extra, binds), []))
+
     def take(
         self,
         env_extra: dict[str, str] | None,

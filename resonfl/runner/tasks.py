@@ -8,6 +8,8 @@ import json
 import math
 import shutil
 import sys
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,10 @@ class SiteRoundResult:
     duration_s: float
     log: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # the executor's own phases (import_s, build_s, data_s, train_s, eval_s, save_s,
+    # executor_s), and whether this round had to start the job process
+    phases: dict[str, float] = field(default_factory=dict)
+    started_process: bool = True
 
 
 def stage_job(job_dir: Path, target: Path) -> Path:
@@ -46,10 +52,68 @@ def stage_job(job_dir: Path, target: Path) -> Path:
     return target
 
 
+class WarmInit:
+    """A job process started ahead of time for the next initial-weights step (the aggregator
+    keeps one, so a job's start does not pay Python + torch; seconds on a small machine).
+
+    A confined process sees only the folders it was started with, so the step's work folder
+    is chosen in advance (a fresh "slot" per process) and `take` hands both out together;
+    the next process starts at once for the next job."""
+
+    ENV = {"CUDA_VISIBLE_DEVICES": ""}  # the server builds the initial model on the CPU
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.pool = WarmPool(size=1, refill=False)
+        self._slot: Path | None = None
+        self.fill()
+
+    def fill(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        slot = self.root / f"init-{uuid.uuid4().hex[:12]}"
+        slot.mkdir()
+        self._slot = slot
+        self.pool.fill(self.ENV, wait=False, binds=Binds.of(rw=[slot]))
+
+    def take(self) -> Path:
+        """The work folder a pre-started process can see (when one is ready); the caller
+        removes it after the step."""
+        slot = self._slot
+        if slot is None or not slot.is_dir():
+            self.fill()
+            slot = self._slot
+        assert slot is not None
+        self._slot = None
+        return slot
+
+    def close(self) -> None:
+        self.pool.close()
+        if self._slot is not None:
+            shutil.rmtree(self._slot, ignore_errors=True)
+
+
+@dataclass
+class InitResult:
+    """The initial weights, and where the step's time went (schemas.phases.InitPhases)."""
+
+    path: Path
+    phases: dict[str, float | bool]
+
+
 def init_global_weights(
-    job_dir: str | Path, out_path: str | Path, work_dir: str | Path, timeout_s: float = 600.0
-) -> Path:
-    """Run the job's persistor in the sandbox to produce the initial weights (safetensors)."""
+    job_dir: str | Path,
+    out_path: str | Path,
+    work_dir: str | Path,
+    timeout_s: float = 600.0,
+    warm: WarmInit | None = None,
+) -> InitResult:
+    """Run the job's persistor in the sandbox to produce the initial weights (safetensors).
+
+    With ``warm`` the step runs in its pre-started process, in that process's folder (then
+    ``work_dir`` is not used); its replacement starts right after."""
+    began = time.monotonic()
+    if warm is not None:
+        work_dir = warm.take()
     work = Path(work_dir).resolve()
     staged = stage_job(Path(job_dir).resolve(), work / "job")
     out = Path(out_path).resolve()
@@ -58,12 +122,31 @@ def init_global_weights(
     inside = work / "initial.safetensors"
     inside.unlink(missing_ok=True)
     argv = [sys.executable, str(staged / PERSISTOR), "init", "--job-dir", str(staged)]
-    env = {"CUDA_VISIBLE_DEVICES": ""}  # the server builds the initial model on the CPU
-    run = run_sandboxed(argv + ["--out", str(inside)], work, timeout_s, env)
+    pool = warm.pool if warm is not None else None
+    expected = pool is not None and pool.has_idle(WarmInit.ENV, Binds.of(rw=[work]))
+    try:
+        run = run_sandboxed(
+            argv + ["--out", str(inside)], work, timeout_s, dict(WarmInit.ENV), pool=pool
+        )
+    finally:
+        if warm is not None:
+            warm.fill()
     if run.returncode != 0 or not inside.is_file():
         raise SandboxError(_last_error(run.log, "building the initial model failed"), run.log)
     shutil.copyfile(inside, out)
-    return out
+    own = _read_result(inside.with_name(inside.name + ".phases.json"))
+    if warm is not None:
+        shutil.rmtree(work, ignore_errors=True)  # the slot was for this one step
+    phases: dict[str, float | bool] = {
+        k: max(float(own[k]), 0.0) for k in ("build_s", "save_s") if _is_number(own.get(k))
+    }
+    in_process = sum(float(v) for v in phases.values())
+    phases.update(
+        process_s=max(run.duration_s - in_process, 0.0),
+        warm=expected,
+        total_s=time.monotonic() - began,
+    )
+    return InitResult(out, phases)
 
 
 def run_site_round(
@@ -112,6 +195,7 @@ def run_site_round(
     # What the job process sees: this round's folder and the job's STATE_DIR (read-write), its
     # data and the global weights (read-only); nothing else of this machine's files.
     binds = Binds.of(rw=[work, state], ro=[str(task["data_root"]), str(task["weights_in"])])
+    starts = session.starts if session is not None else 0
     if session is not None:
         run = session.run_round(
             staged / EXECUTOR, task_path, work, round_num, timeout_s, should_stop=should_stop,
@@ -147,6 +231,8 @@ def run_site_round(
         train_s=float(result.get("train_s", run.duration_s)),
         duration_s=run.duration_s,
         log=run.log,
+        phases={k: float(v) for k, v in (result.get("phases") or {}).items() if _is_number(v)},
+        started_process=session is None or session.starts > starts,
     )
 
 

@@ -354,6 +354,7 @@ class FLEnv:
         self.logger = logger or make_logger(self.site_name, self.current_round)
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.global_state: StateDict | None = None  # round-start weights, set by the executor
+        self.data_s = 0.0  # seconds spent loading data through load_npz (reported per round)
         self.proximal_used = False  # set by proximal_term; a FedProx round without it warns
         self.dp_used = False  # set by fit's private path; a DP-SGD round without it is refused
         self._prox_anchor: dict[str, torch.Tensor] = {}
@@ -391,9 +392,11 @@ class FLEnv:
         path = Path(root or self.data_root) / (name if name.endswith(".npz") else f"{name}.npz")
         if not path.is_file():
             raise FileNotFoundError(f"data file {path} not found")
+        started = time.perf_counter()
         with np.load(path) as data:
             x = torch.from_numpy(np.asarray(data["X"], dtype=np.float32))
             y = torch.from_numpy(np.asarray(data["y"], dtype=np.int64))
+        self.data_s += time.perf_counter() - started  # the round's "data load" phase
         return TensorDataset(x, y)
 
     def data_loader(
@@ -872,7 +875,11 @@ class GenericClientExecutor:
         component = next(c for c in config["components"] if c.get("id") == "model")
         module_name, _, class_name = component["path"].rpartition(".")
         self._set_environ(args)
+        began = mark = time.perf_counter()
+        phases: dict[str, float] = {}  # where this round's time went (round 0: the cold start)
         model_def = self._import_model_def(module_name)
+        phases["import_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         model = model_with_weights(
             getattr(model_def, class_name),
             component.get("args", {}),
@@ -883,6 +890,7 @@ class GenericClientExecutor:
         # the model trains its own tensors in place: the round-start weights (FedProx's
         # anchor) are a second private mapping of the same file, no copy until read
         env.global_state = load_weights(task["weights_in"])
+        phases["build_s"] = time.perf_counter() - mark
         for folder in (env.state_dir, env.out_dir):
             folder.mkdir(parents=True, exist_ok=True)
         model.to(env.device)
@@ -920,8 +928,22 @@ class GenericClientExecutor:
         else:
             samples = int(out)
 
+        mark = time.perf_counter()
         save_weights(cpu_state_dict(model), task["weights_out"])
-        result = {"samples": samples, "metrics": metrics, "train_s": train_s, "eval_s": eval_s}
+        phases.update(
+            eval_s=eval_s,
+            data_s=env.data_s,
+            train_s=train_s - env.data_s,
+            save_s=time.perf_counter() - mark,
+        )
+        phases["executor_s"] = time.perf_counter() - began
+        result = {
+            "samples": samples,
+            "metrics": metrics,
+            "train_s": train_s,
+            "eval_s": eval_s,
+            "phases": phases,
+        }
         write_json(task["result_out"], result)
         self.logger.info(
             "round %d done: %d samples, %s",

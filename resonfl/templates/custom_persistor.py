@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,7 @@ def _training_seed(job_dir: Path) -> int:
 
 
 def _init_command(job_dir: Path, out: Path) -> None:
+    began = time.perf_counter()
     torch.manual_seed(_training_seed(job_dir))
     config = json.loads((job_dir / "config_fed_server.json").read_text("utf-8"))
     comp = next(c for c in config["components"] if c.get("id") == "persistor")
@@ -191,6 +193,7 @@ def _init_command(job_dir: Path, out: Path) -> None:
         model_checkpoint=args.get("model_checkpoint"),
     )
     weights, parameters = persistor.load_initial_with_parameters()
+    built = time.perf_counter()
     from safetensors.torch import save_file  # lazy: this path only
 
     tmp = out.with_name(out.name + ".tmp")
@@ -199,6 +202,9 @@ def _init_command(job_dir: Path, out: Path) -> None:
     meta = {PARAMETERS_META_KEY: json.dumps(parameters)}
     save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=meta)
     os.replace(tmp, out)
+    # where the step's time went (the server shows it as round 0's "initial weights")
+    phases = {"build_s": built - began, "save_s": time.perf_counter() - built}
+    out.with_name(out.name + ".phases.json").write_text(json.dumps(phases))
     print(f"initial weights: {len(weights)} tensors -> {out.name}")
 
 

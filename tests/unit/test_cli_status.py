@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from resonfl.cli import sandbox_by_site, status_summary
@@ -41,7 +40,7 @@ def test_summary_shows_state_rounds_last_metrics_per_site_and_the_error() -> Non
     assert lines[4] == "error: round 2: 1 usable result(s), 2 needed"
 
 
-def test_summary_shows_the_sandbox_each_site_applied_from_its_latest_round_log() -> None:
+def test_summary_shows_the_sandbox_each_site_applied_in_its_latest_reported_round() -> None:
     limits = {
         "memory_mb": 1024,
         "processes": 64,
@@ -50,27 +49,46 @@ def test_summary_shows_the_sandbox_each_site_applied_from_its_latest_round_log()
         "output_mb": 16,
     }
     confined = {"confined": True, "mode": "require", "network": False, "limits": limits}
-    logs = {
-        "site-1": [
-            {"round": 1, "status": "done", "log": '[sandbox] ' + json.dumps(confined) + "\nepoch 1\n"},
-            {"round": 0, "status": "done", "log": '[sandbox] {"confined": false, "mode": "off"}\n'},
-        ],
-        # job code printing a look-alike line after the worker's does not change what is shown
-        "site-2": [{"round": 0, "status": "done",
-                    "log": '[sandbox] {"confined": false, "mode": "off"}\n[sandbox] {"confined": true}\n'}],
-        "site-3": [{"round": 0, "status": "running", "log": "[sandbox] not json\n"}],
-    }  # fmt: skip
+    unconfined = {"confined": False, "mode": "off", "network": True}
     job = {"id": 1, "name": "j", "status": "running", "num_rounds": 2,
-           "sites": ["site-1", "site-2", "site-3"], "rounds": []}  # fmt: skip
+           "sites": ["site-1", "site-2", "site-3"], "rounds": [
+               {"number": 1, "status": "running", "results": [
+                   _result("site-1", "done", {}) | {"sandbox": confined},
+                   # printed by job code into its log: not the stored field, never shown
+                   _result("site-2", "training", {}) | {"log": '[sandbox] {"confined": true}'},
+               ]},
+               {"number": 0, "status": "done", "results": [
+                   _result("site-1", "done", {}) | {"sandbox": unconfined},
+                   _result("site-2", "done", {}) | {"sandbox": unconfined},
+                   _result("site-3", "failed", {}, "no data") | {"sandbox": None},
+               ]},
+           ]}  # fmt: skip
 
-    sandbox = sandbox_by_site(logs)
+    sandbox = sandbox_by_site(job)
     lines = status_summary(job, sandbox).splitlines()
 
-    assert sandbox["site-1"] == confined  # round 1's line, not round 0's
+    assert sandbox["site-1"] == confined  # round 1's, not round 0's
     assert "site-3" not in sandbox
     assert lines[2] == (
         "    sandbox: confined (bubblewrap), no network, cpu_time_s=60, memory_mb=1024, "
         "open_files=4096, output_mb=16, processes=64"
     )
     assert lines[4] == "    sandbox: NOT confined (mode off): job code ran unsandboxed"
-    assert lines[5] == "  site-3: no result yet"
+    assert lines[5] == "  site-3: round 1 failed: no data"
+
+
+def test_summary_says_where_round_0_spent_its_time() -> None:
+    phases = {"process_s": 2.345, "started_process": True, "data_s": 0.25, "train_s": 1.5}
+    job = {"id": 3, "name": "j", "status": "running", "num_rounds": 2, "sites": ["site-1"],
+           "init_phases": {"total_s": 0.8, "process_s": 0.05, "build_s": 0.5, "warm": True},
+           "rounds": [{"number": 0, "status": "done", "results": [
+               _result("site-1", "done", {}) | {"phases": phases}]}]}  # fmt: skip
+
+    lines = status_summary(job).splitlines()
+
+    assert lines[2:] == [
+        "round 0, where the time went:",
+        "  initial weights (server): 0.80s: process start 0.05s, model build 0.50s, warm process",
+        "  site-1: process start 2.35s, data load 0.25s, first train 1.50s, "
+        "process started for it",
+    ]

@@ -18,6 +18,7 @@ from resonfl.runner import (
     SandboxCancelled,
     SandboxTimeout,
     WarmPool,
+    WarmInit,
     init_global_weights,
     run_sandboxed,
 )
@@ -94,7 +95,7 @@ def test_initial_weights_come_from_a_fresh_model(tmp_path: Path, tiny_model_def:
               federation=FederationConfig(sites=["s1"]))
     job_dir = job.render(tmp_path / "job")
 
-    out = init_global_weights(job_dir, tmp_path / "init.safetensors", tmp_path / "work", 120)
+    out = init_global_weights(job_dir, tmp_path / "init.safetensors", tmp_path / "work", 120).path
 
     weights = load_state_dict_file(out)
     assert weights["fc1.weight"].shape == (5, 4)
@@ -201,10 +202,33 @@ def test_the_same_job_starts_from_the_same_initial_weights(tmp_path: Path, tiny_
               federation=FederationConfig(sites=["s1"]))
     job_dir = job.render(tmp_path / "job")
 
-    first = load_state_dict_file(init_global_weights(job_dir, tmp_path / "a.safetensors", tmp_path / "w1", 120))
-    second = load_state_dict_file(init_global_weights(job_dir, tmp_path / "b.safetensors", tmp_path / "w2", 120))
+    first = load_state_dict_file(init_global_weights(job_dir, tmp_path / "a.safetensors", tmp_path / "w1", 120).path)
+    second = load_state_dict_file(init_global_weights(job_dir, tmp_path / "b.safetensors", tmp_path / "w2", 120).path)
 
     assert torch.equal(first["fc1.weight"], second["fc1.weight"])
+
+
+def test_the_initial_weights_step_runs_in_the_process_started_before_the_job(
+    tmp_path: Path, tiny_model_def: str
+) -> None:
+    job = Job(name="t", model=ModelConfig(source=tiny_model_def),
+              federation=FederationConfig(sites=["s1"]))
+    job_dir = job.render(tmp_path / "job")
+    cold = init_global_weights(job_dir, tmp_path / "a.safetensors", tmp_path / "w1", 120)
+    warm = WarmInit(tmp_path / "slots")  # as the aggregator does when it starts
+    try:
+        first = init_global_weights(job_dir, tmp_path / "b.safetensors", tmp_path / "w2", 120, warm)
+        second = init_global_weights(job_dir, tmp_path / "c.safetensors", tmp_path / "w3", 120, warm)
+    finally:
+        warm.close()
+
+    assert cold.phases["warm"] is False and first.phases["warm"] is True
+    assert second.phases["warm"] is True  # its replacement was started for the next job
+    assert {"process_s", "build_s", "save_s", "total_s"} <= set(first.phases)
+    for result in (first, second):
+        assert torch.equal(load_state_dict_file(result.path)["fc1.weight"],
+                           load_state_dict_file(cold.path)["fc1.weight"])
+    assert not (tmp_path / "w2").exists() and list((tmp_path / "slots").iterdir()) == []
 
 
 def test_a_stop_request_kills_the_run_within_one_poll(tmp_path: Path) -> None:

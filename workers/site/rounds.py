@@ -16,6 +16,7 @@ import httpx
 from resonfl.http import NO_RETRY
 from resonfl.job import Job
 from resonfl.runner import SandboxCancelled, SandboxError, confine, run_site_round
+from resonfl.runner.tasks import SiteRoundResult
 from resonfl.runner.confine import Binds
 from resonfl.runner.requirements import RequirementsError
 from resonfl_server.workers.client_state import begin_round, prepare_round
@@ -128,6 +129,7 @@ def _train(
     binds = Binds.of(
         rw=[job_root], ro=[data_root, job_dir, *([job_env_dir] if job_env_dir else [])]
     )
+    run_mark = time.monotonic()
     try:
         result = run_site_round(
             job_dir,
@@ -151,6 +153,7 @@ def _train(
     except SandboxError as exc:
         api.state(job_id, round_num, "failed", error=str(exc), log_text=_sandbox_line() + exc.log)
         return f"failed: {exc}"
+    ran_s = time.monotonic() - run_mark
     phases["run_s"], phases["train_s"] = time.monotonic() - mark, result.train_s
     if round_num >= fed.num_rounds - 1:
         close_job_process(job_id)  # its last round: nothing more will come for it
@@ -162,6 +165,8 @@ def _train(
         "train_s": result.train_s,
         "total_s": time.monotonic() - started,
         "sha256": sha256_file(result.weights_path),
+        "phases": _phases(phases, run_mark - mark, ran_s, result),
+        "sandbox": confine.current().describe(),
     }
     mark = time.monotonic()
     api.upload(job_id, round_num, Path(result.weights_path), meta, attempt=attempt)
@@ -172,6 +177,24 @@ def _train(
     if round_num < fed.num_rounds - 1:
         prepare_round(state_dir, round_num + 1)  # while the server aggregates
     return f"uploaded job {job_id} round {round_num}: {result.samples} samples"
+
+
+def _phases(
+    worker: dict[str, float], data_s: float, ran_s: float, result: SiteRoundResult
+) -> dict[str, float | bool]:
+    """The round phase by phase (schemas.phases.RoundPhases): the worker's own timings and
+    the job process's; what the process did not account for is its start and hand-off."""
+    own = result.phases
+    out: dict[str, float | bool] = {
+        "prepare_s": worker["prepare_s"] + data_s,  # bundle, job, data folder, client state
+        "download_s": worker["download_s"],
+        "process_s": max(ran_s - own.get("executor_s", ran_s), 0.0),
+        "started_process": result.started_process,
+    }
+    for key in ("import_s", "build_s", "data_s", "eval_s", "train_s", "save_s"):
+        if key in own:
+            out[key] = max(own[key], 0.0)
+    return out
 
 
 def _sandbox_line() -> str:

@@ -28,7 +28,7 @@ IDEMPOTENT = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result":
 def start(job_id: int) -> bool:
     rt = server_runtime()
     with rt.session() as session:
-        return rounds.init_job(session, rt.store, job_id, rt.dispatcher)
+        return rounds.init_job(session, rt.store, job_id, rt.dispatcher, warm=rt.warm_init)
 
 
 @shared_task(name=SERVER_AGGREGATE, **IDEMPOTENT)

@@ -24,7 +24,13 @@ def job_id(client: TestClient, app: Any, job_dir: Path, user_token: str) -> int:
 
 
 def _post_result(
-    client: TestClient, token: str, job: int, data: bytes, sha: str | None = None, rnd: int = 0
+    client: TestClient,
+    token: str,
+    job: int,
+    data: bytes,
+    sha: str | None = None,
+    rnd: int = 0,
+    **extra: Any,
 ) -> Any:
     meta = {
         "samples": 10,
@@ -32,6 +38,7 @@ def _post_result(
         "train_s": 1.5,
         "sha256": sha or hashlib.sha256(data).hexdigest(),
         "log": "trained\n",
+        **extra,
     }
     return client.post(
         f"/api/v1/site/jobs/{job}/rounds/{rnd}/result",
@@ -224,3 +231,31 @@ def test_a_raw_upload_without_meta_is_named(
         headers={**auth(site_tokens["site-1"]), "Content-Type": "application/json"},
     )
     assert other.status_code == 422 and other.json()["detail"]["file"] == "weights"
+
+
+def test_a_results_phases_and_sandbox_are_stored_as_reported_and_shown_by_the_api(
+    client: TestClient, job_id: int, site_tokens: dict[str, str], user_token: str
+) -> None:
+    phases = {"process_s": 2.5, "started_process": True, "data_s": 0.25, "train_s": 1.0}
+    sandbox = {"confined": True, "mode": "auto", "network": False, "limits": {"memory_mb": 512}}
+    response = _post_result(
+        client, site_tokens["site-1"], job_id, safetensors_bytes(), phases=phases, sandbox=sandbox
+    )
+    assert response.status_code == 200, response.text
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=auth(user_token)).json()
+    (result,) = job["rounds"][0]["results"]
+    assert {k: v for k, v in result["phases"].items() if v is not None} == phases
+    assert result["sandbox"] == sandbox
+
+
+def test_a_bad_phase_is_named_and_records_nothing(
+    client: TestClient, job_id: int, site_tokens: dict[str, str], user_token: str
+) -> None:
+    for phases, field in (({"train_s": -1.0}, "phases.train_s"), ({"warp_s": 1.0}, "phases.warp_s")):
+        response = _post_result(
+            client, site_tokens["site-1"], job_id, safetensors_bytes(), phases=phases
+        )
+        assert response.status_code == 422, response.text
+        assert field in response.text
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=auth(user_token)).json()
+    assert all(r["status"] != "done" for r in job["rounds"][0]["results"])
