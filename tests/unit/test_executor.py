@@ -133,7 +133,11 @@ def two_rounds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_result_file_has_samples_metrics_and_timings(two_rounds: dict[str, Any]) -> None:
     result = json.loads((two_rounds["tmp"] / "result_1.json").read_text())
-    assert set(result) == {"samples", "metrics", "train_s", "eval_s"}
+    assert set(result) == {"samples", "metrics", "train_s", "eval_s", "phases"}
+    assert set(result["phases"]) == {
+        "import_s", "build_s", "data_s", "eval_s", "train_s", "save_s", "executor_s"
+    }  # fmt: skip
+    assert all(v >= 0 for v in result["phases"].values())
     assert result["samples"] > 0
     for key in ("global_val_loss", "global_top1", "train_loss", "val_loss", "top1"):
         assert math.isfinite(result["metrics"][key]), key
