@@ -4,9 +4,11 @@ The real API, aggregator and Redis (as `resonfl up` starts them) with N register
 no site workers: N plain HTTP clients, each with its real site token, post an update (the
 site API's raw upload, a different ResNet-50 state dict each) for round 0 of a one-round
 FedAvg job, up to 8 at a time. Printed per N: the aggregation time (the aggregator's own
-`aggregate_s`), the upload wall time, and the peak resident memory (VmHWM) of the API and of
-the aggregator process. The fold reads one update at a time, so the aggregator's peak must
-not grow with N (about: global model + float64 accumulator + one update).
+`aggregate_s`: what is left once the last update is in, since the others were folded as
+they arrived, during the uploads), the upload wall time, and the peak resident memory
+(VmHWM) of the API and of the aggregator process. The fold reads one update at a time, so
+the aggregator's peak must not grow with N (about: global model + float64 accumulator + one
+update).
 
     .venv/bin/python bench/server_scale.py [--sites 4,16,64] [--json out/bench/scale.json]
 """
