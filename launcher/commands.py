@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from resonfl_server.launcher import site_commands
+
 log = logging.getLogger("resonfl.launcher")
 
 CELERY_QUIET = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
@@ -126,6 +128,8 @@ def register(subparsers: Any) -> None:
     sp.add_argument("--data-dir", type=Path, default=None, help="the data dir `resonfl up` used")
     sp.add_argument("--password", default=None, help="default: ask (not echoed)")
     sp.set_defaults(func=cmd_set_password)
+
+    site_commands.register(subparsers)
 
     u = subparsers.add_parser("up", help="bring the whole platform up on this machine")
     u.add_argument("--host", default="127.0.0.1")

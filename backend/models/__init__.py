@@ -3,12 +3,14 @@
 from resonfl_server.backend.models.base import INT_MAX, Base, utcnow
 from resonfl_server.backend.models.job import (
     Artifact,
+    DecisionStatus,
     Job,
     JobStatus,
     ResultStatus,
     Round,
     RoundMetric,
     RoundStatus,
+    SiteDecision,
     SiteResult,
 )
 from resonfl_server.backend.models.site import Site, SiteStatus
@@ -19,6 +21,7 @@ __all__ = [
     "ApiToken",
     "Artifact",
     "Base",
+    "DecisionStatus",
     "Job",
     "JobStatus",
     "ResultStatus",
@@ -26,6 +29,7 @@ __all__ = [
     "RoundMetric",
     "RoundStatus",
     "Site",
+    "SiteDecision",
     "SiteResult",
     "SiteStatus",
     "User",

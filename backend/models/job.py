@@ -76,6 +76,9 @@ class Job(Base):
         order_by="(SiteResult.round_num, SiteResult.site)",
         cascade="all, delete-orphan",
     )
+    decisions: Mapped[list[SiteDecision]] = relationship(
+        back_populates="job", order_by="SiteDecision.site", cascade="all, delete-orphan"
+    )
 
 
 class Round(Base):
@@ -188,3 +191,33 @@ class Artifact(Base):
         ForeignKey("jobs.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DecisionStatus(enum.StrEnum):
+    PENDING = "pending"  # the site's operator has not decided yet
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class SiteDecision(Base):
+    """A site's approval of a job (its policy asks for one): who decided, when and why.
+
+    Created pending when the job is submitted to a site whose reported policy requires
+    approval (services/approvals.py); the job starts once no decision is pending; a rejection
+    fails it with the site's reason. Rows are never deleted: the log of every decision."""
+
+    __tablename__ = "site_decisions"
+    __table_args__ = (UniqueConstraint("job_id", "site"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    site: Mapped[str] = mapped_column(String(63))
+    status: Mapped[DecisionStatus] = mapped_column(
+        str_enum(DecisionStatus), default=DecisionStatus.PENDING
+    )
+    operator: Mapped[str | None] = mapped_column(String(200))  # who, at the site
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+
+    job: Mapped[Job] = relationship(back_populates="decisions")

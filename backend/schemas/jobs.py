@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from resonfl_server.backend.models import JobStatus, ResultStatus, Round, RoundStatus
-from resonfl_server.backend.schemas.sites import SiteEnvironmentPublic
+from resonfl_server.backend.schemas.sites import SiteDecisionPublic, SiteEnvironmentPublic
 from resonfl_server.backend.schemas.phases import InitPhases, RoundPhases, SandboxApplied
 
 
@@ -101,6 +101,10 @@ class JobDetail(JobPublic):
     rounds: list[RoundPublic]
     environments: list[SiteEnvironmentPublic] = Field(
         default_factory=list, description="per site: what its requirements install added, time"
+    )
+    decisions: list[SiteDecisionPublic] = Field(
+        default_factory=list,
+        description="sites whose policy asks for approval: pending, or who decided, when, why",
     )
 
 

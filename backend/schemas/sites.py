@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from resonfl_server.backend.models import INT_MAX, ResultStatus, SiteStatus
+from resonfl_server.backend.models import INT_MAX, DecisionStatus, ResultStatus, SiteStatus
 from resonfl_server.backend.schemas.common import CleanStr, FiniteFloat, clean_json
 from resonfl_server.backend.schemas.phases import RoundPhases, SandboxApplied
 from resonfl.config import DATASET_NAME_RE, SITE_NAME_RE
@@ -142,3 +142,55 @@ class SiteJobPublic(BaseModel):
     current_round: int | None
     sites: list[str]
     min_clients: int
+    submitter: str = Field("", description="the e-mail of the user who submitted the job")
+    dataset: str | None = Field(None, description="the site dataset the job trains on")
+    approved_by: list[str] = Field(
+        default_factory=list, description="sites whose operator approved the job"
+    )
+
+
+class DecisionIn(BaseModel):
+    """A site operator's decision on a job (`resonfl site approve|reject`)."""
+
+    operator: CleanStr = Field(min_length=1, max_length=200, description="who decides, at the site")
+    reason: CleanStr | None = Field(None, max_length=2000, description="why (required to reject)")
+
+
+class SiteDecisionPublic(BaseModel):
+    """One site's decision on a job: who, when, why (kept for good)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    site: str
+    status: DecisionStatus
+    operator: str | None
+    reason: str | None
+    requested_at: datetime
+    decided_at: datetime | None
+
+
+class SiteApprovalPublic(BaseModel):
+    """A job that asked this site for a decision, as the site's operator sees it."""
+
+    job_id: int
+    name: str
+    submitter: str
+    submitted_at: datetime
+    job_status: str
+    sites: list[str]
+    dataset: str | None
+    decision: SiteDecisionPublic
+
+
+class SiteApprovalsPublic(BaseModel):
+    data: list[SiteApprovalPublic]
+    count: int
+
+
+class SiteJobFiles(BaseModel):
+    """The six files of a job and who submitted it: what an operator reads before deciding."""
+
+    id: int
+    name: str
+    submitter: str
+    files: dict[str, str]

@@ -37,12 +37,14 @@ from sqlalchemy.orm import Session
 
 from resonfl_server.backend.models import (
     Artifact,
+    DecisionStatus,
     Job,
     JobStatus,
     ResultStatus,
     Round,
     RoundStatus,
     Site,
+    SiteDecision,
     SiteResult,
     SiteStatus,
     utcnow,
@@ -85,12 +87,26 @@ class ReconcileReport:
 
 # ------------------------------------------------------------------------------ start
 def start_job(session: Session, job_id: int, dispatcher: Dispatcher) -> None:
-    """Mark the (just submitted) job queued, commit, and ask the aggregator to start it."""
+    """Mark the (just submitted) job queued, commit, and ask the aggregator to start it;
+    a job awaiting a site's approval waits (services/approvals.py sends the start)."""
     job = _job(session, job_id)
     if job.status != JobStatus.QUEUED:
         return
     session.commit()
+    if awaiting_approval(session, job_id):
+        return
     dispatcher.send_start(job_id)
+
+
+def awaiting_approval(session: Session, job_id: int) -> list[str]:
+    """The sites whose decision on the job is still pending (their policy asks for one)."""
+    return list(
+        session.scalars(
+            select(SiteDecision.site)
+            .where(SiteDecision.job_id == job_id, SiteDecision.status == DecisionStatus.PENDING)
+            .order_by(SiteDecision.site)
+        )
+    )
 
 
 def init_job(
@@ -106,6 +122,9 @@ def init_job(
     Returns False when another delivery already did it (or the job is no longer queued).
     """
     now = utcnow()
+    if awaiting_approval(session, job_id):
+        session.commit()
+        return False  # a stray start (reconcile, a redelivery): the sites have not all approved
     claimed = _changed(
         session,
         update(Job)
@@ -485,6 +504,8 @@ def reconcile(
     sites = {s.name: s for s in session.scalars(select(Site)).all()}
     for job in jobs:
         if job.status == JobStatus.QUEUED:
+            if awaiting_approval(session, job.id):
+                continue  # the sites' operators decide; nothing is lost meanwhile
             if job.created_at < now - timedelta(seconds=start_grace_s):
                 dispatcher.send_start(job.id)
                 report.started.append(job.id)
@@ -718,6 +739,16 @@ def _verified(store: ArtifactStore, key: str | None, sha256: str | None, what: s
     if not path.is_file():
         raise RoundError(f"{what}: artifact {key} is missing from the store")
     return path
+
+
+def fail_job(session: Session, job_id: int, reason: str) -> None:
+    """Fail a queued or running job with `reason` (e.g. a site's rejection); committed."""
+    _fail_job(session, job_id, reason)
+
+
+def changed(session: Session, statement: Executable) -> int:
+    """Rows an UPDATE changed (a conditional UPDATE wins a claim exactly once)."""
+    return _changed(session, statement)
 
 
 def _changed(session: Session, statement: Executable) -> int:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from resonfl_server.backend.models import (
     INT_MAX,
     Artifact,
+    DecisionStatus,
     Job,
     JobStatus,
     ResultStatus,
@@ -25,6 +26,7 @@ from resonfl_server.backend.models import (
     RoundStatus,
     Site,
     SiteResult,
+    User,
 )
 from resonfl_server.backend.services import rounds
 from resonfl_server.backend.services.archives import tree, write_zip
@@ -51,6 +53,21 @@ def get_job_for_site(session: Session, site: Site, job_id: int) -> Job:
     if site.name not in job.sites:
         raise Forbidden(f"site {site.name!r} does not take part in job {job_id}")
     return job
+
+
+def submitter_of(session: Session, job: Job) -> str:
+    owner = session.get(User, job.owner_id)
+    return owner.email if owner else ""
+
+
+def dataset_of(job: Job) -> str | None:
+    """The site dataset the job trains on (meta.json `datasets`: one name for every site)."""
+    names = sorted(set(((job.config or {}).get("meta") or {}).get("datasets", {}).values()))
+    return str(names[0]) if names else None
+
+
+def approved_by(job: Job) -> list[str]:
+    return [d.site for d in job.decisions if d.status == DecisionStatus.APPROVED]
 
 
 def build_bundle(session: Session, store: ArtifactStore, site: Site, job_id: int) -> Path:

@@ -86,8 +86,10 @@ def submit_folder(
     _check_sites_registered(session, spec)
     job = _persist(session, store, owner, folder, spec, twin_of_id)
     from resonfl_server.backend.services import rounds  # the round state machine (its own module)
+    from resonfl_server.backend.services import approvals  # imports rounds (same reason)
 
     try:
+        approvals.request(session, job)
         rounds.start_job(session, job.id, dispatcher)
     except Exception as exc:
         session.rollback()

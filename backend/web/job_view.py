@@ -14,7 +14,14 @@ from typing import Any
 
 from markupsafe import Markup
 
-from resonfl_server.backend.models import Job, Round, SiteResult, utcnow
+from resonfl_server.backend.models import (
+    DecisionStatus,
+    Job,
+    Round,
+    SiteDecision,
+    SiteResult,
+    utcnow,
+)
 from resonfl.job import REQUIREMENTS
 from resonfl_server.backend.services.site_api import read_environments
 from resonfl_server.backend.services.twins import compare
@@ -58,6 +65,8 @@ class JobView:
     environments: list[EnvRow] = field(default_factory=list)
     twin: TwinPanel | None = None
     round0: list[PhaseRow] = field(default_factory=list)  # where round 0's time went
+    awaiting: list[str] = field(default_factory=list)  # sites whose approval is pending
+    decisions: list[SiteDecision] = field(default_factory=list)  # every site's decision
 
     @property
     def polling(self) -> bool:
@@ -359,6 +368,8 @@ def build(
             environment_rows(job, read_environments(store, job)) if requirements else []
         ),
         round0=round0_rows(job),
+        awaiting=[d.site for d in job.decisions if d.status == DecisionStatus.PENDING],
+        decisions=list(job.decisions),
     )
 
 

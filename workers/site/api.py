@@ -45,6 +45,29 @@ class SiteAPI(ApiClient):
         resp.raise_for_status()
         return dict(resp.json())
 
+    def approvals(self, include_decided: bool = False) -> list[dict[str, Any]]:
+        """Jobs awaiting this site's decision (or every job that asked it)."""
+        params = {"include_decided": "true"} if include_decided else {}
+        resp = self.request("GET", "/site/approvals", params=params, retry=NO_RETRY)
+        resp.raise_for_status()
+        return list(resp.json()["data"])
+
+    def files(self, job_id: int) -> dict[str, Any]:
+        """A job's six files and its submitter."""
+        resp = self.request("GET", f"/site/jobs/{job_id}/files", retry=NO_RETRY)
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def decide(
+        self, job_id: int, approve: bool, operator: str, reason: str | None
+    ) -> dict[str, Any]:
+        """Approve or reject a job awaiting this site; returns the recorded decision."""
+        verb = "approve" if approve else "reject"
+        body = {"operator": operator, "reason": reason}
+        resp = self.request("POST", f"/site/jobs/{job_id}/{verb}", json=body, retry=NO_RETRY)
+        resp.raise_for_status()
+        return dict(resp.json())
+
     def download(self, path: str, target: Path) -> str:
         """Stream a file to `target`, hashing it on the way; return its sha256. A dropped
         connection starts the download again."""

@@ -126,6 +126,11 @@ def _train(
     # data: read-only), never other jobs' folders or the worker's own files. The folder, not
     # state_dir itself, is bound: begin_round replaces state_dir, and a bind would keep the old.
     job_root = cfg.data_root / "jobs" / str(job_id)
+    timeout_s, over = _wall_budget(cfg, job_root, fed.round_timeout_s)
+    if over is not None:
+        api.state(job_id, round_num, "failed", error=over)
+        close_job_process(job_id)
+        return over
     binds = Binds.of(
         rw=[job_root], ro=[data_root, job_dir, *([job_env_dir] if job_env_dir else [])]
     )
@@ -140,7 +145,7 @@ def _train(
             work_dir=work / "run",
             data_root=data_root,
             state_dir=state_dir,
-            timeout_s=fed.round_timeout_s,
+            timeout_s=timeout_s,
             task_args=job.client_task_args(),
             env_extra=env,
             pool=warm_pool(),
@@ -151,10 +156,12 @@ def _train(
         log.info("job %s round %s: %s", job_id, round_num, exc)
         return str(exc)
     except SandboxError as exc:
+        _spend_wall(job_root, time.monotonic() - mark)
         api.state(job_id, round_num, "failed", error=str(exc), log_text=_sandbox_line() + exc.log)
         return f"failed: {exc}"
     ran_s = time.monotonic() - run_mark
     phases["run_s"], phases["train_s"] = time.monotonic() - mark, result.train_s
+    _spend_wall(job_root, phases["run_s"])
     if round_num >= fed.num_rounds - 1:
         close_job_process(job_id)  # its last round: nothing more will come for it
     # the log goes with this report: the upload's meta travels in a header, kept small
@@ -195,6 +202,30 @@ def _phases(
         if key in own:
             out[key] = max(own[key], 0.0)
     return out
+
+
+WALL_FILE = "wall_s"  # seconds of job code this site ran for the job (policy max_wall_time_s)
+
+
+def _wall_budget(cfg: SiteConfig, job_root: Path, round_timeout_s: float) -> tuple[float, str | None]:
+    """The round's time limit under the site's policy, or why the job has no time left."""
+    limit = cfg.policy.max_wall_time_s
+    if limit is None:
+        return round_timeout_s, None
+    path = job_root / WALL_FILE
+    used = float(path.read_text()) if path.is_file() else 0.0
+    if used >= limit:
+        return 0.0, (
+            f"refused by the site's policy: site {cfg.site!r} gives a job at most "
+            f"{limit:g} s of wall time; this job has used {used:.0f} s"
+        )
+    return min(round_timeout_s, limit - used), None
+
+
+def _spend_wall(job_root: Path, seconds: float) -> None:
+    path = job_root / WALL_FILE
+    used = float(path.read_text()) if path.is_file() else 0.0
+    path.write_text(f"{used + seconds:.3f}")
 
 
 def _sandbox_line() -> str:

@@ -31,7 +31,7 @@ from resonfl_server.backend.schemas.jobs import (
     TwinCurvePublic,
     TwinPublic,
 )
-from resonfl_server.backend.schemas.sites import SiteEnvironmentPublic
+from resonfl_server.backend.schemas.sites import SiteDecisionPublic, SiteEnvironmentPublic
 from resonfl_server.backend.services import jobs as job_service
 from resonfl_server.backend.services import tracking, twins
 from resonfl_server.backend.services.errors import Conflict, NotFound
@@ -235,4 +235,5 @@ def job_detail(job: Job, store: ArtifactStore | None = None) -> JobDetail:
             SiteEnvironmentPublic(site=site, **report)
             for site, report in (read_environments(store, job) if store else {}).items()
         ],
+        decisions=[SiteDecisionPublic.model_validate(d) for d in job.decisions],
     )

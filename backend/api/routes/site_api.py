@@ -21,15 +21,20 @@ from resonfl_server.backend.api.deps import (
     StoreDep,
 )
 from resonfl_server.backend.schemas.sites import (
+    DecisionIn,
     HeartbeatIn,
     HeartbeatOut,
     ResultAccepted,
     ResultMeta,
     SiteEnvironmentIn,
+    SiteApprovalPublic,
+    SiteApprovalsPublic,
+    SiteDecisionPublic,
+    SiteJobFiles,
     SiteJobPublic,
     SiteStateIn,
 )
-from resonfl_server.backend.services import accounts, site_api
+from resonfl_server.backend.services import accounts, approvals, site_api
 from resonfl_server.backend.services.errors import InvalidSubmission, PayloadTooLarge
 from resonfl_server.backend.storage import ArtifactStore, ArtifactTooLarge
 
@@ -73,7 +78,65 @@ def read_site_job(job_id: JobId, session: SessionDep, site: CurrentSite) -> Site
         current_round=job.current_round,
         sites=job.sites,
         min_clients=job.min_clients,
+        submitter=site_api.submitter_of(session, job),
+        dataset=site_api.dataset_of(job),
+        approved_by=site_api.approved_by(job),
     )
+
+
+@router.get("/jobs/{job_id}/files", response_model=SiteJobFiles)
+def read_site_job_files(job_id: JobId, session: SessionDep, site: CurrentSite) -> SiteJobFiles:
+    """The job's six files and its submitter: what the operator reads before deciding."""
+    job = site_api.get_job_for_site(session, site, job_id)
+    submitter = site_api.submitter_of(session, job)
+    return SiteJobFiles(id=job.id, name=job.name, submitter=submitter, files=dict(job.files))
+
+
+@router.get("/approvals", response_model=SiteApprovalsPublic)
+def read_site_approvals(
+    session: SessionDep, site: CurrentSite, include_decided: bool = False
+) -> SiteApprovalsPublic:
+    """Jobs awaiting this site's decision (`include_decided`: also those it decided)."""
+    data = [
+        SiteApprovalPublic(
+            job_id=job.id,
+            name=job.name,
+            submitter=submitter,
+            submitted_at=job.created_at,
+            job_status=job.status.value,
+            sites=job.sites,
+            dataset=site_api.dataset_of(job),
+            decision=SiteDecisionPublic.model_validate(decision),
+        )
+        for job, decision, submitter in approvals.for_site(session, site, include_decided)
+    ]
+    return SiteApprovalsPublic(data=data, count=len(data))
+
+
+@router.post("/jobs/{job_id}/approve", response_model=SiteDecisionPublic)
+def approve_site_job(
+    job_id: JobId,
+    body: DecisionIn,
+    session: SessionDep,
+    site: CurrentSite,
+    dispatcher: DispatcherDep,
+) -> SiteDecisionPublic:
+    """The site's operator approves the job; the last approval starts it."""
+    row = approvals.decide(session, site, job_id, True, body.operator, body.reason, dispatcher)
+    return SiteDecisionPublic.model_validate(row)
+
+
+@router.post("/jobs/{job_id}/reject", response_model=SiteDecisionPublic)
+def reject_site_job(
+    job_id: JobId,
+    body: DecisionIn,
+    session: SessionDep,
+    site: CurrentSite,
+    dispatcher: DispatcherDep,
+) -> SiteDecisionPublic:
+    """The site's operator rejects the job: it fails with the site's reason."""
+    row = approvals.decide(session, site, job_id, False, body.operator, body.reason, dispatcher)
+    return SiteDecisionPublic.model_validate(row)
 
 
 @router.get("/jobs/{job_id}/bundle", response_class=FileResponse)

@@ -9,6 +9,9 @@ policy, jobs that name a dataset, approval and rejection from the site's CLI.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -181,3 +184,80 @@ def test_a_job_trains_on_the_sites_dataset_read_only_and_a_site_without_it_refus
     assert results["site-3"]["status"] == "failed"
     assert "holds no dataset 'pets'" in results["site-3"]["error"]
     assert "its datasets: scans" in results["site-3"]["error"]
+
+
+def site_cli(plat: LocalPlatform, site: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`resonfl site ...` as the site's operator runs it: the site's token, no other secret."""
+    env = {**os.environ, "RESONFL_SITE_TOKEN": plat.site_tokens[site], "RESONFL_API_URL": plat.url}
+    return subprocess.run(
+        [sys.executable, "-m", "resonfl_server.launcher", "site", *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def _wait_status(plat: LocalPlatform, job_id: int, status: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _client(plat).status(job_id)["status"] != status:
+        assert time.monotonic() < deadline, _client(plat).status(job_id)
+        time.sleep(0.3)
+
+
+def test_a_job_waits_for_the_sites_approval_and_runs_once_approved(
+    sites_platform: LocalPlatform,
+) -> None:
+    job_id = _client(sites_platform).submit(_job(["site-1", "site-2"], "pets"))
+    time.sleep(3)  # the aggregator would have started it by now
+    job = _client(sites_platform).status(job_id)
+    assert job["status"] == "queued"
+    assert [(d["site"], d["status"]) for d in job["decisions"]] == [("site-2", "pending")]
+
+    listed = site_cli(sites_platform, "site-2", "jobs")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(f"{job_id} "))
+    assert "admin@localhost" in row and "pets" in row and "pending" in row
+    shown = site_cli(sites_platform, "site-2", "show", str(job_id))
+    assert f"job {job_id} 'on pets', submitted by admin@localhost" in shown.stdout
+    for name in ("meta.json", "model_def.py", "custom_client_executor.py", "config_fed_server.json"):
+        assert f"===== {name} =====" in shown.stdout
+    assert "poisoned" in shown.stdout  # the operator reads the job code itself
+    assert site_cli(sites_platform, "site-1", "jobs").stdout.startswith("no job awaits")
+
+    approved = site_cli(sites_platform, "site-2", "approve", str(job_id), "--by", "ops-b")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.strip() == f"approved job {job_id} at site-2 (by ops-b)"
+    job = _wait(sites_platform, job_id)
+    assert job["status"] == "finished", job
+    assert {s: r["samples"] for s, r in _results(job).items()} == {"site-1": 40, "site-2": 24}
+    (decision,) = job["decisions"]
+    assert (decision["status"], decision["operator"]) == ("approved", "ops-b")
+    assert decision["decided_at"] is not None
+    again = site_cli(sites_platform, "site-2", "approve", str(job_id))
+    assert again.returncode == 2 and "no longer awaits" in again.stderr
+
+
+def test_a_rejection_fails_the_job_with_the_sites_reason(sites_platform: LocalPlatform) -> None:
+    job_id = _client(sites_platform).submit(_job(["site-1", "site-2"], "pets"))
+    _wait_status(sites_platform, job_id, "queued")
+    no_reason = site_cli(sites_platform, "site-2", "reject", str(job_id))
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    outsider = site_cli(sites_platform, "site-3", "reject", str(job_id), "--reason", "x")
+    assert outsider.returncode == 2 and "does not take part" in outsider.stderr
+    rejected = site_cli(
+        sites_platform, "site-2", "reject", str(job_id), "--reason", "not on patient data",
+        "--by", "ops-b",
+    )  # fmt: skip
+    assert rejected.returncode == 0, rejected.stderr
+    job = _client(sites_platform).status(job_id)
+    assert job["status"] == "failed"
+    assert job["error"] == "rejected by site-2 (ops-b): not on patient data"
+    assert job["decisions"][0]["reason"] == "not on patient data"
+    assert job["rounds"] == []  # nothing ran anywhere
+
+
+def test_a_submitter_not_on_the_sites_list_is_refused(sites_platform: LocalPlatform) -> None:
+    job_id = _client(sites_platform).submit(_job(["site-3"], "scans"))
+    job = _wait(sites_platform, job_id)
+    assert job["status"] == "failed"
+    error = _results(job)["site-3"]["error"]
+    assert "runs only jobs of nobody@example.org" in error
+    assert "submitted by admin@localhost" in error
