@@ -164,6 +164,7 @@ def simulate(
                 )
 
             train_s: dict[str, float] = {}
+            aggregator.expect_sites(chosen)  # SecAgg: keys are agreed before any update
             try:
                 outcome = fold_round(
                     aggregator,

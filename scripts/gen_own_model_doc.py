@@ -77,6 +77,10 @@ WHEN: dict[str, str] = {
         "Sample-level differential privacy on each site (opacus): a target epsilon per site, no "
         "BatchNorm. Costs accuracy, most on small sites."
     ),
+    "resonfl.fl.secagg.SecAggFedAvg": (
+        "The server may see only the sum of the updates (SecAgg+). Local simulator only for now: "
+        "the platform refuses it until its key exchange runs through the API."
+    ),
     "resonfl.fl.workflows.ScatterAndGather": "The default: every site trains every round.",
     "resonfl.fl.workflows.Cyclic": (
         "One site per round, in turn (the model travels). Needs "

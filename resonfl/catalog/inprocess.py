@@ -96,9 +96,11 @@ def run_in_process(
         global_path = work / "global" / f"round_{rnd}.safetensors"
         save_weights(run.state, global_path)
         args = {**aggregator.client_args(), **(task_args or {})}
+        chosen = workflow.sites_for_round(rnd, sites)
+        aggregator.expect_sites(chosen)  # SecAgg: keys are agreed before any update
         updates = (
             _train(executor, logger, job_dir, work, site, rnd, rounds, global_path, args)
-            for site in workflow.sites_for_round(rnd, sites)
+            for site in chosen
         )
         outcome = fold_round(
             aggregator,

@@ -21,7 +21,7 @@ import importlib
 import json
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -167,6 +167,11 @@ class Aggregator(ABC):
     def client_args(self) -> dict[str, Any]:
         """`client_task_args` of this aggregator's own args."""
         return self.client_task_args(self.args)
+
+    def expect_sites(self, sites: Sequence[str]) -> None:
+        """The sites asked to train the round about to open (SecAgg exchanges their keys
+        first); the loop calls it before ``reset``. Most aggregators need not know."""
+        return None
 
     def round_metrics(self, site_metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
         """Numbers this aggregator learned in the round just aggregated (e.g. DP-FedAvg's

@@ -178,3 +178,20 @@ def test_a_job_naming_unknown_sites_is_refused_naming_them(
     assert (detail["file"], detail["field"]) == ("meta.json", "sites")
     assert "not registered on this server: site-9, lab-x" in detail["message"]
     assert "registered: site-1, site-2" in detail["message"]
+
+
+def test_a_secure_aggregation_job_is_refused_until_the_platform_carries_it(
+    client: TestClient, tmp_path: Path, user_token: str, assert_nothing_left: None
+) -> None:
+    spec = job_spec(tmp_path, shards=False)
+    spec.federation.sites = ["site-1", "site-2", "site-3"]
+    spec.federation.aggregator_path = "resonfl.fl.secagg.SecAggFedAvg"
+    response = submit_zip(client, user_token, zip_folder(spec.render(tmp_path / "job")))
+
+    assert response.status_code == 422
+    detail = _detail(response)
+    assert (detail["file"], detail["field"]) == (
+        "config_fed_server.json",
+        "components[aggregator].path",
+    )
+    assert "local simulator only" in detail["message"]
