@@ -18,4 +18,4 @@ if [ "${RESONFL_TEST_EMBEDDED:-0}" != 1 ] && redis-cli -h 127.0.0.1 -p 6379 ping
 fi
 export RESONFL_TEST_OUTPUT=${RESONFL_TEST_OUTPUT:-$PWD/out/test-run}
 mkdir -p "$RESONFL_TEST_OUTPUT"
-exec python -m pytest -q -p no:cacheprovider "$@"
+exec python -m pytest -q -rs -p no:cacheprovider "$@"  # -rs: every skip prints its reason

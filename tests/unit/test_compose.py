@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "resonfl:latest"
 
 
-def compose() -> dict[str, Any]:
-    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
+def compose(name: str = "docker-compose.yml") -> dict[str, Any]:
+    """The file as compose reads it with no variables set: defaults taken, required ones 'x'."""
+    text = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", (ROOT / name).read_text())
+    return dict(yaml.safe_load(re.sub(r"\$\{[^}]*\}", "x", text)))
 
 
 def our_services() -> dict[str, dict[str, Any]]:
@@ -72,25 +74,36 @@ def test_every_resonfl_variable_is_a_real_setting() -> None:
 
 def test_server_settings_from_compose_are_valid_in_production() -> None:
     env = our_services()["api"]["environment"]
-    values = {
-        k.removeprefix("RESONFL_").lower(): re.sub(r"\$\{[^}]*\}", "x", str(v))
-        for k, v in env.items()
-    }
+    values = {k.removeprefix("RESONFL_").lower(): str(v) for k, v in env.items()}
     settings = Settings(**values)
     assert settings.environment == "production"
     assert settings.database_url.startswith("postgresql")
 
 
-def test_site_workers_get_a_gpu_each_their_own_volume_and_no_server_secret() -> None:
+def test_site_workers_get_their_own_volume_and_no_server_secret() -> None:
     services = our_services()
-    volumes, gpus = set(), set()
+    volumes = set()
     for name in ("site-1", "site-2"):
         svc = services[name]
         assert "--token" not in svc["command"], "tokens go in the environment, not in `ps`"
-        assert set(svc["environment"]) == {"RESONFL_SITE_TOKEN"}
-        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
-        assert device["capabilities"] == ["gpu"]
-        gpus.add(tuple(device["device_ids"]))
+        assert {v for v in svc["environment"] if v.startswith("RESONFL_")} == {
+            "RESONFL_API_URL",
+            "RESONFL_BROKER_URL",
+            "RESONFL_SITE_TOKEN",
+            "RESONFL_HEARTBEAT_S",
+        }
         volumes.add(svc["volumes"][0].split(":")[0])
-    assert len(gpus) == 2 and len(volumes) == 2
+    assert len(volumes) == 2 and not volumes & set(services["api"]["volumes"])
     assert services["aggregator"]["volumes"] == services["api"]["volumes"]
+
+
+def test_the_gpu_override_gives_each_site_its_own_gpu_and_the_cuda_image() -> None:
+    gpu = compose("docker-compose.gpu.yml")["services"]
+    ids = set()
+    for name in ("site-1", "site-2"):
+        (device,) = gpu[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert device["capabilities"] == ["gpu"]
+        ids.add(tuple(device["device_ids"]))
+        assert "cuda" in gpu[name]["image"]
+        assert parses([str(a) for a in gpu[name]["command"]]).gpus == "0"
+    assert len(ids) == 2
