@@ -71,6 +71,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from resonfl.runner.requirements import RequirementsPolicy  # lazy: per command
     from resonfl.simulate import SimulationError, simulate  # lazy: torch
 
     workspace = Path(args.workspace) if args.workspace else Path(args.dir) / "workspace"
@@ -82,6 +83,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             num_rounds=args.rounds,
             progress=not args.quiet,
             parallel=args.parallel,
+            requirements=RequirementsPolicy(
+                mode="any", index_url=args.index_url, find_links=tuple(args.find_links or ()),
+                no_index=args.no_index,
+            ),
         )
     except SimulationError as exc:
         return _die(str(exc), 1)
@@ -368,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--parallel", type=int, default=None, help="site processes at once")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--index-url", help="requirements.txt: the package index (default PyPI)")
+    p.add_argument("--find-links", action="append", help="requirements.txt: a folder of wheels")
+    p.add_argument("--no-index", action="store_true", help="requirements.txt: find-links only")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("submit", help="submit a job folder to a ResonFL server")

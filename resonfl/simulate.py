@@ -27,6 +27,7 @@ from resonfl.fl.rounds import AggregatorStateStore, RoundTooSmallError, SiteUpda
 from resonfl.fl.shareable import load_weights, read_parameter_names, save_weights
 from resonfl.job import Job, JobValidationError
 from resonfl.runner.confine import Binds
+from resonfl.runner.requirements import RequirementsError, RequirementsPolicy, build_env
 from resonfl.runner import (
     SandboxError,
     SessionPool,
@@ -89,11 +90,14 @@ def simulate(
     timeout_s: float | None = None,
     data_roots: dict[str, Path] | None = None,
     on_round: Callable[[RoundSummary], None] | None = None,
+    requirements: RequirementsPolicy | None = None,
 ) -> SimulationResult:
     """Run the job in ``job_dir``; write checkpoints under ``workspace``; return per-round metrics.
 
     ``sites`` picks the first N of the job's sites (or names them); ``num_rounds`` overrides
     the job's round count; ``parallel`` caps concurrent site processes (default: CPU count).
+    ``requirements``: how the job's requirements.txt is installed (as a site would, with uv,
+    cached in ~/.cache/resonfl/requirements); default: any package, from the default index.
     """
     job_dir = Path(job_dir).resolve()
     job = Job.load(job_dir)
@@ -120,11 +124,14 @@ def simulate(
     workers = parallel or max(1, min(len(site_names), os.cpu_count() or 1))
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     env_extra = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    packages = _requirements_env(job, requirements)
+    if packages is not None:  # the job's own packages, as every site would have them
+        env_extra["PYTHONPATH"] = str(packages)
     # One job process per site for the whole run, all started now so that their Python and
     # torch imports overlap the initial model's build; nothing refills the pool afterwards.
     # Each site's process is confined to its own folders (see resonfl/runner/confine.py),
     # so each is started for its site: one per (environment, folders).
-    binds = {site: _site_binds(ws, site, roots[site]) for site in site_names}
+    binds = {site: _site_binds(ws, site, roots[site], packages) for site in site_names}
     pool = WarmPool(size=1, refill=False)
     for site in site_names:
         pool.fill(env_extra, wait=False, binds=binds[site])
@@ -336,10 +343,29 @@ def _report(bar: Any, summary: RoundSummary, rounds: int, progress: bool) -> Non
     bar.update(1)
 
 
-def _site_binds(ws: Path, site: str, data_root: Path) -> Binds:
-    """What a site's job process sees: its own folder (work, state) read-write, its data and
-    the global weights read-only."""
+def _site_binds(ws: Path, site: str, data_root: Path, packages: Path | None = None) -> Binds:
+    """What a site's job process sees: its own folder (work, state) read-write, its data,
+    the global weights and the job's packages read-only."""
     own, shared = ws / "sites" / site, ws / "global"
     own.mkdir(parents=True, exist_ok=True)
     shared.mkdir(parents=True, exist_ok=True)
-    return Binds.of(rw=[own], ro=[data_root, shared])
+    return Binds.of(rw=[own], ro=[data_root, shared, *([packages] if packages else [])])
+
+
+def _requirements_env(job: Job, policy: RequirementsPolicy | None) -> Path | None:
+    """The folder of the job's requirements (built with uv, or from the cache), or None."""
+    if not job.requirements:
+        return None
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resonfl"
+    try:
+        report = build_env(
+            job.requirements, policy or RequirementsPolicy(mode="any"), cache / "requirements",
+            site="the simulator",
+        )  # fmt: skip
+    except RequirementsError as exc:
+        raise SimulationError(str(exc)) from None
+    except ImportError:
+        raise SimulationError(
+            "the job has requirements.txt: installing them needs uv (pip install uv)"
+        ) from None
+    return Path(report.path) if report is not None else None
