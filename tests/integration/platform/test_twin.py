@@ -6,6 +6,9 @@ whose data lives only at the sites gets a 409 with the reason."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +92,13 @@ def test_data_only_at_the_sites_answers_409_with_the_reason(
         with pytest.raises(ApiError) as err:
             client.twin_comparison(job_id)
         assert err.value.status == 409
+        cli = subprocess.run(
+            [sys.executable, "-m", "resonfl.cli", "twin", str(job_id)],
+            env={**os.environ, "RESONFL_SERVER": platform.url, "RESONFL_TOKEN": platform.admin_token},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert cli.returncode == 1 and "data lives only at the sites" in cli.stderr
+        assert "Traceback" not in cli.stderr
     finally:
         client.cancel(job_id)
 
