@@ -204,6 +204,10 @@ def write(out: Path, block: str) -> None:
     out.write_text(text, encoding="utf-8")
 
 
+def _read(cache: Path) -> dict[str, list[dict[str, Any]]]:
+    return json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per row")
@@ -221,19 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(ns.only or []) - {r.key for r in ROWS}
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; --list shows them")
-    cache: dict[str, list[dict[str, Any]]] = (
-        json.loads(ns.cache.read_text(encoding="utf-8")) if ns.cache.is_file() else {}
-    )
+    cache = _read(ns.cache)
     todo = [r for r in ROWS if (r.key in ns.only if ns.only is not None else r.key not in cache)]
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         make_shards("digits", work / "shards", SITES, "dirichlet", ALPHA, SPLIT_SEED)
         for row in todo:
-            cache[row.key] = [run_row(row, seed, work) for seed in range(ns.seeds)]
-            print(f"{row.name}: {cache[row.key]}", flush=True)
+            done = [run_row(row, seed, work) for seed in range(ns.seeds)]
+            print(f"{row.name}: {done}", flush=True)
+            # merge with what is on disk now: another run may have added rows meanwhile
+            cache = {**_read(ns.cache), row.key: done}
             ns.cache.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
             write(ns.out, render(cache, ns.seeds, ns.note))
+    cache = _read(ns.cache) or cache
     write(ns.out, render(cache, ns.seeds, ns.note))
     print(table(cache))
     return 0
