@@ -137,6 +137,26 @@ def test_fedopt_warns_when_the_model_has_batchnorm(
     assert "FedOpt and BatchNorm" in response.text
 
 
+def test_dp_sgd_on_a_batchnorm_model_warns_and_krum_refuses_too_few_sites(
+    client: TestClient, signed_in: str, sites: list[str], tiny_model_def: str
+) -> None:
+    base = _draft_url(client)
+    response = _post(
+        client, f"{base}/model", signed_in, {**MODEL, "source": "upload", "class_name": "Net"},
+        files={"model_def": ("model_def.py", io.BytesIO(tiny_model_def.encode()), "text/x-python")},
+    )  # fmt: skip
+    assert response.status_code == 303, response.text
+    response = _post(
+        client, f"{base}/federation", signed_in, {**FEDERATION, "aggregator": "dpsgdfedavg"},
+        nav="save",
+    )  # fmt: skip
+    assert "DP-SGD and BatchNorm" in response.text and "GroupNorm" in response.text
+    response = _post(
+        client, f"{base}/federation", signed_in, {**FEDERATION, "aggregator": "krum"}, nav="save"
+    )
+    assert "needs at least 5 sites" in _error(response.text, "krum__max_bad_sites")
+
+
 def test_data_step_rejects_a_shard_that_is_not_a_zip(
     client: TestClient, signed_in: str, sites: list[str]
 ) -> None:
