@@ -118,6 +118,13 @@ def twin_panel(job: Job, twin: Job | None, unavailable: str | None) -> TwinPanel
         for r, share in curve.closed:
             closed.setdefault(r, {})[curve.key] = share
             closed[r][curve.key + "_fl"] = fl_at[r]
+    shares = [
+        Series(f"{c.label} gap closed (%)", [(r, v * 100) for r, v in c.closed], PALETTE[i + 1])
+        for i, c in enumerate(cmp.curves)
+        if c.closed
+    ]
+    if shares:
+        panel.charts.append(line_chart("Share of the gap closed (%)", shares, job.num_rounds))
     panel.closed = [
         (r, v.get("global_top1_fl"), v.get("global_top1"), v.get("global_val_loss"))
         for r, v in sorted(closed.items())

@@ -89,6 +89,6 @@ def test_clone_one_change_compare_and_twin(
     card = page.locator("#twin-card")
     card.locator("#twin-gap").wait_for()
     assert "points" in card.locator("#twin-gap").inner_text()
-    assert card.locator("svg").count() == 2
-    assert card.locator("svg polyline").count() == 4  # FL and centralized, per metric
+    assert card.locator("svg").count() == 3  # top-1, val loss, share of the gap closed
+    assert card.locator("svg polyline").count() == 6  # FL and centralized per metric, 2 shares
     card.screenshot(path=str(DOCS_IMG / "twin.png"))
