@@ -67,6 +67,7 @@ class RequirementsPolicy:
     index_url: str | None = None
     find_links: tuple[str, ...] = ()
     no_index: bool = False
+    http_retries: int = 3  # uv's retries of a failed request (UV_HTTP_RETRIES)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -304,6 +305,7 @@ def _uv(
 ) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_", "RESONFL_"))}
     env["UV_CACHE_DIR"] = str(cache_dir / ".uv-cache")
+    env["UV_HTTP_RETRIES"] = str(policy.http_retries)
     try:
         proc = subprocess.run(
             [uv_binary(), *args, "--no-config"],

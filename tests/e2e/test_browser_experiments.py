@@ -30,8 +30,8 @@ def test_clone_one_change_compare_and_twin(
 ) -> None:
     client = Client(platform.url, api_token)
     job = make_job(
-        "digits", sites=2, num_rounds=4, shards_dir=tmp_path / "shards", alpha=0.1,
-        local_steps=8, job_name="digits-a",
+        "digits", sites=2, num_rounds=3, shards_dir=tmp_path / "shards", alpha=0.1,
+        local_steps=6, job_name="digits-a",
     )
     a = client.submit(job)
     client.wait(a, progress=False, timeout=600)

@@ -73,7 +73,7 @@ def test_a_job_cannot_choose_the_index() -> None:
 
 
 def test_no_route_to_the_index_says_so(tmp_path: Path) -> None:
-    policy = RequirementsPolicy(mode="any", index_url="http://127.0.0.1:9/simple")
+    policy = RequirementsPolicy(mode="any", index_url="http://127.0.0.1:9/simple", http_retries=0)
     with pytest.raises(RequirementsError, match="no route to the package index http://127.0.0.1:9"):
         build_env(["resonfl-tinyext"], policy, tmp_path / "c", site="s1")
 

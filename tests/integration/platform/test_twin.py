@@ -28,7 +28,7 @@ def test_a_twin_runs_the_recipe_on_the_pooled_shards_and_shows_the_gap(
 ) -> None:
     job = make_job(
         "digits", sites=2, num_rounds=3, shards_dir=tmp_path / "shards", alpha=0.1,
-        local_steps=10,
+        local_steps=5,
     )
     client = Client(platform.url, platform.admin_token)
     fl_id = client.submit(job)
@@ -40,8 +40,8 @@ def test_a_twin_runs_the_recipe_on_the_pooled_shards_and_shows_the_gap(
     cmp = client.twin_comparison(fl_id)
 
     assert cmp["twin_id"] == twin["id"] and cmp["twin_status"] == "finished"
-    # same total optimizer steps: each twin round takes both sites' 10 steps
-    assert cmp["steps_per_round"] == 20
+    # same total optimizer steps: each twin round takes both sites' 5 steps
+    assert cmp["steps_per_round"] == 10
     top1 = next(c for c in cmp["curves"] if c["key"] == "global_top1")
     assert [r for r, _ in top1["fl"]] == [0, 1, 2] == [r for r, _ in top1["central"]]
     # same seed, same initial model, same evaluation set: round 0 scores the same weights on
@@ -58,12 +58,12 @@ def test_a_twin_runs_the_recipe_on_the_pooled_shards_and_shows_the_gap(
     )
     assert detail["rounds"][0]["results"][0]["samples"] == samples
     args = _twin_training(platform, int(twin["id"]))
-    assert args["seed"] == job.training.seed and args["local_steps"] == 20
+    assert args["seed"] == job.training.seed and args["local_steps"] == 10
 
     # the SDK's compare table: the twin differs in its steps per round and its sites only
     table = client.compare([fl_id, int(twin["id"])])
     assert table.column("job") == [fl_id, twin["id"]]
-    assert table.column("training.local_steps") == ["10", "20"]
+    assert table.column("training.local_steps") == ["5", "10"]
     assert {d["setting"] for d in table.raw["differing"]} == {
         "training.local_steps", "sites", "federation.min_clients", "federation.round_timeout_s",
     }
