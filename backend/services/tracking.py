@@ -88,6 +88,9 @@ def round_scalars(rnd: Round, results: list[SiteResult]) -> dict[str, dict[str, 
             _put(site, tag, (res.metrics or {}).get(key))
         _put(site, "time/train_s", res.train_s)
         _put(site, "time/total_s", res.total_s)
+        for phase, seconds in (getattr(res, "phases", None) or {}).items():
+            if phase.endswith("_s") and phase != "train_s":  # where the rest of the round went
+                _put(site, f"time/phase/{phase}", seconds)
         _put(site, "samples", res.samples)
         out[f"sites/{res.site}"] = site
     return out

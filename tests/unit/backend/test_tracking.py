@@ -25,6 +25,7 @@ def _result(site: str, number: int) -> SiteResult:
     return SiteResult(
         job_id=7, round_num=number, site=site, samples=100, train_s=1.25, total_s=2.0,
         metrics={"train_loss": 0.5, "top1": 0.8, "val_loss": float("nan")},
+        phases={"download_s": 0.25, "data_s": 0.1, "started_process": False},
     )  # fmt: skip
 
 
@@ -48,6 +49,7 @@ def test_event_files_hold_global_and_site_scalars_per_round(tmp_path: Path) -> N
     site.Reload()
     assert [e.step for e in site.Scalars("time/train_s")] == [0, 1, 2]
     assert "loss/val" not in site.Tags()["scalars"]  # NaN is left out, not written
+    assert [e.value for e in site.Scalars("time/phase/download_s")] == [0.25, 0.25, 0.25]
 
 
 def test_no_events_before_a_round_finished(tmp_path: Path) -> None:
