@@ -52,6 +52,7 @@ from resonfl_server.backend.models import (
 from resonfl_server.backend.services import folds
 from resonfl_server.backend.services.dispatch import Dispatcher
 from resonfl_server.backend.storage import ArtifactStore
+from resonfl.job import REQUIREMENTS
 from resonfl.job import Job as JobSpec
 from resonfl.runner import SandboxError, WarmInit, init_global_weights
 
@@ -157,11 +158,24 @@ def init_job(
         return False  # a concurrent delivery opened round 0 first
     except Exception as exc:  # noqa: BLE001 - any failure here ends the job with its reason
         session.rollback()
-        _fail_job(session, job_id, f"could not start: {exc}")
+        _fail_job(session, job_id, f"could not start: {exc}{_requirements_hint(store, job_id, exc)}")
         return False
     for site in sites:
         dispatcher.send_train(site, job_id, 0)
     return True
+
+
+def _requirements_hint(store: ArtifactStore, job_id: int, exc: Exception) -> str:
+    """The aggregator builds the model class without the job's requirements (only sites
+    install them): a model_def.py that imports one at module level fails here; say so."""
+    text = f"{exc} {getattr(exc, 'log', '')}"
+    if "ModuleNotFoundError" not in text or not (store.job_folder(job_id) / REQUIREMENTS).is_file():
+        return ""
+    return (
+        " (the server builds the model class without the job's requirements.txt, which only "
+        "sites install: import those packages inside the train function, not at the top of "
+        "model_def.py)"
+    )
 
 
 # ------------------------------------------------------------------------------ results

@@ -130,3 +130,17 @@ def test_a_package_outside_the_allow_list_fails_the_job_at_start(
     assert all(r["status"] != "done" for r in detail["rounds"])
     errors = {e["site"]: e["error"] for e in detail["environments"]}
     assert "not in its allow-list" in errors["site-1"]
+
+
+def test_a_model_def_importing_a_requirement_at_the_top_is_told_why_it_fails(
+    req_platform: LocalPlatform, tmp_path: Path, tiny_model_def: str
+) -> None:
+    source = "import resonfl_tinyext  # only sites install it\n" + tiny_model_def
+    job = _job(tmp_path, source, ["resonfl-tinyext==0.3"], "req-top-import")
+    job_id = Client(req_platform.url, req_platform.admin_token).submit(job)
+
+    detail = _wait(req_platform, job_id)
+
+    assert detail["status"] == "failed"
+    assert "No module named 'resonfl_tinyext'" in detail["error"]
+    assert "import those packages inside the train function" in detail["error"]
