@@ -22,6 +22,7 @@ database does not know about; a message lost in between is found again by `recon
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
@@ -662,7 +663,7 @@ class _Spec:
 
 def _load_spec(store: ArtifactStore, job_id: int) -> _Spec:
     job_dir = store.job_folder(job_id)
-    job = JobSpec.load(job_dir)
+    job = _job_spec(str(job_dir), _stamp(job_dir))
     fed = job.federation
     return _Spec(
         job_dir=job_dir,
@@ -671,6 +672,25 @@ def _load_spec(store: ArtifactStore, job_id: int) -> _Spec:
         num_rounds=fed.num_rounds,
         round_timeout_s=fed.round_timeout_s,
         gpus_per_site=fed.gpus_per_site,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _job_spec(job_dir: str, stamp: tuple[tuple[str, int, int], ...]) -> JobSpec:
+    """The job folder loaded and validated (model_def parsed): once per job and version of
+    its files, not once per round (5 % of a ResNet-50 aggregation, py-spy)."""
+    return JobSpec.load(Path(job_dir))
+
+
+def _stamp(job_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """What identifies this version of the job folder's files (name, size, mtime)."""
+    return tuple(
+        sorted(
+            (p.name, st.st_size, st.st_mtime_ns)
+            for p in job_dir.iterdir()
+            if p.is_file()
+            for st in [p.stat()]
+        )
     )
 
 
