@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from resonfl.fl.rounds import RoundFold
 
-MAX_OPEN = 16  # running folds kept at once (one per running round); the oldest is dropped
+# Running folds kept at once (one per running round). Each holds the round's global weights
+# and a float64 accumulator, about 3x the model (ResNet-50: ~280 MB), for the whole round, so
+# the count is bounded; the oldest is dropped and its round folded at aggregation as before.
+MAX_OPEN = 4
 MAX_CLOSED = 256  # rounds remembered as taken, so a late message never reopens one
 
 

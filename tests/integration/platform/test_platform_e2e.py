@@ -157,6 +157,14 @@ def test_digits_job_runs_every_round_and_its_checkpoint_learned(
     assert spam.sent > 0
     lines = aggregated_lines(platform, job_id)
     assert len(lines) == 3, f"each round aggregated exactly once despite {spam.sent} extra messages"
+    # round 0's time, as stored: the server's initial weights ran in the process the
+    # aggregator started before the job came; each site says where its first round went
+    init = job["init_phases"]
+    assert init["warm"] is True and init["build_s"] >= 0 and init["total_s"] > 0, init
+    for res in job["rounds"][0]["results"]:
+        phases = res["phases"]
+        assert phases["train_s"] > 0 and phases["process_s"] >= 0 and phases["data_s"] >= 0, res
+        assert res["sandbox"]["mode"], res
     report_timings("e2e", job)
 
 
