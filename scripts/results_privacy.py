@@ -189,8 +189,35 @@ should collapse) and against its own clean row (the price of robustness on non-I
 DP rows are judged against the clean FedAvg row. One seed is one run: differences of a
 point or two are within noise (one test image = 0.28 points; see the intervals above for
 how much seeds move a FedAvg row).
+{reading(results)}
 {END}
 """
+
+
+def reading(results: dict[str, list[dict[str, Any]]]) -> str:
+    """One line per finished row: points against clean FedAvg (and its own clean run)."""
+
+    def top1(key: str) -> float | None:
+        got = results.get(key)
+        return statistics.fmean(r["top1"] for r in got) if got else None
+
+    base = top1("fedavg")
+    if base is None:
+        return ""
+    lines = []
+    for row in ROWS:
+        value = top1(row.key)
+        if value is None or row.key == "fedavg":
+            continue
+        line = f"- {row.name}: {100 * (value - base):+.1f} points against clean FedAvg"
+        own = top1(row.key.removesuffix("-attacked")) if row.attacked else None
+        if own is not None and row.key != "fedavg-attacked":
+            line += f", {100 * (value - own):+.1f} against its own clean run"
+        got = results[row.key][0]
+        if got.get("stopped"):
+            line += f" (stopped after {got['rounds']} rounds: {got['stopped']})"
+        lines.append(line + ".")
+    return "\n".join(lines)
 
 
 def write(out: Path, block: str) -> None:
