@@ -240,6 +240,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     from resonfl_server.workers.celery_app import SERVER_QUEUE, register_tasks  # lazy: per command
 
     settings = Settings()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # until Celery takes over
     configure_sandbox(args.unsafe_no_sandbox, "aggregator")  # it runs the initial-weights job code
     rt = runtime.ServerRuntime.from_settings(settings)
     # before any job arrives: the first job's initial weights do not pay Python + torch
@@ -322,8 +323,17 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_migrate(_args: argparse.Namespace) -> int:
     from resonfl_server.backend import cli_admin  # lazy: per command
     from resonfl_server.backend.core.config import Settings  # lazy: per command
+    from resonfl_server.backend.core.migrate import current_revision  # lazy: per command
 
-    cli_admin.migrate(Settings())
+    settings = Settings()
+    before = current_revision(settings.database_url)
+    cli_admin.migrate(settings)
+    after = current_revision(settings.database_url)
+    where = settings.database_url.split("@")[-1]  # never print the password
+    if before == after:
+        print(f"migrations: job store {where} already at {after}", flush=True)
+    else:
+        print(f"migrations: job store {where} upgraded {before or 'empty'} -> {after}", flush=True)
     return 0
 
 

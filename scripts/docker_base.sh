@@ -5,18 +5,18 @@
 # default `FROM debian:bookworm-slim` pulls the ordinary image.
 #
 #   bash scripts/docker_base.sh [TAG]       # default resonfl-base:bookworm; skips if present
-#   RESONFL_BASE_REBUILD=1 bash scripts/docker_base.sh
+#   BASE_REBUILD=1 bash scripts/docker_base.sh
 #
 # The image is Debian bookworm (Python 3.11 is its python3) with the packages both build
 # stages need preinstalled, so a build spends no time in apt.
 set -euo pipefail
 TAG=${1:-resonfl-base:bookworm}
-if [ "${RESONFL_BASE_REBUILD:-0}" != 1 ] && docker image inspect "$TAG" >/dev/null 2>&1; then
+if [ "${BASE_REBUILD:-0}" != 1 ] && docker image inspect "$TAG" >/dev/null 2>&1; then
   echo "base image $TAG already present"
   exit 0
 fi
 command -v debootstrap >/dev/null || { apt-get update -q && apt-get install -y -q debootstrap; }
-MIRROR=${RESONFL_DEBIAN_MIRROR:-$(awk '/^URIs:/{print $2; exit} /^deb /{print $2; exit}' \
+MIRROR=${DEBIAN_MIRROR:-$(awk '/^URIs:/{print $2; exit} /^deb /{print $2; exit}' \
   /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list 2>/dev/null | head -1)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 ROOTFS=$(mktemp -d /var/tmp/resonfl-rootfs.XXXXXX)

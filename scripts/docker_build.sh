@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 TAG=${1:-resonfl:latest}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 bash scripts/docker_daemon.sh
-BASE=${RESONFL_BASE_IMAGE:-resonfl-base:bookworm}
+BASE=${BASE_IMAGE:-resonfl-base:bookworm}
 [ "$BASE" = resonfl-base:bookworm ] && bash scripts/docker_base.sh "$BASE"
 if [ -z "${TORCH_INDEX:-}" ]; then
   # The CPU wheel pip here installs from disk: the find-links folders of pip's config.

@@ -22,6 +22,20 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+def current_revision(database_url: str) -> str | None:
+    """The job store's schema revision, None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    from resonfl_server.backend.core.db import create_db_engine
+
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
 def upgrade_head(database_url: str) -> None:
     """Bring the database at `database_url` to the newest schema (idempotent)."""
     # Alembic's per-plugin INFO lines drown `resonfl up`'s own output; warnings still show.

@@ -110,6 +110,8 @@ def test_resonfl_migrate_upgrades_a_first_release_store_and_the_api_reads_its_jo
     assert done.returncode == 0, done.stderr
     head = alembic_config(database_url).get_main_option("script_location")
     assert revision(database_url) != "0001", f"still at 0001 ({head})"
+    assert f"upgraded 0001 -> {revision(database_url)}" in done.stdout
+    assert "@" not in done.stdout.split("job store")[1].split()[0], "printed a password"
 
     settings = Settings(
         environment="test", secret_key="s", data_dir=tmp_path / "data", database_url=database_url
