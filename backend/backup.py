@@ -87,6 +87,9 @@ def backup(database_url: str, data_dir: Path, out: Path) -> Manifest:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
+    # Owner-only from the first byte: the archive holds password and token hashes.
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    os.chmod(partial, 0o600)
     with tarfile.open(partial, "w") as tar:
         _add_bytes(tar, "manifest.json", json.dumps(manifest.__dict__, indent=2).encode())
         for name, rows in dumps.items():
