@@ -7,6 +7,7 @@ A caller may pass a URL in `config.attributes["database_url"]` (tests, `resonfl 
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from resonfl_server.backend.core.config import Settings
 from resonfl_server.backend.core.db import create_db_engine
@@ -40,15 +41,28 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
+    # SQLite: batch mode alters a table by copying it and dropping the old one; with foreign
+    # keys enforced, that drop deletes (ON DELETE CASCADE) every child row, e.g. a downgrade
+    # that drops a jobs column would empty rounds. Off while migrating (outside a transaction,
+    # where the pragma takes effect), checked and back on after.
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()  # end SQLAlchemy's autobegun transaction; alembic opens its own
     context.configure(
-        connection=connection,  # type: ignore[arg-type]
+        connection=connection,
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
 
 
 if context.is_offline_mode():
