@@ -89,6 +89,9 @@ class SiteStateIn(BaseModel):
     state: Literal["queued", "training", "uploading", "failed"]
     error: CleanStr | None = Field(None, max_length=20000)
     log: str | None = Field(None, description="the job output so far (stored as the site's log)")
+    sandbox: SandboxApplied | None = Field(
+        None, description="the sandbox the site applied to the job code that ran (failed rounds too)"
+    )
 
 
 class SiteEnvironmentIn(BaseModel):

@@ -132,6 +132,7 @@ def set_state(
     error: str | None,
     log: str | None,
     dispatcher: Dispatcher,
+    sandbox: dict[str, Any] | None = None,
 ) -> SiteResult:
     """Record a site's progress; a failure is handed to the round state machine. Only a round
     the job has opened takes reports (no rows for rounds that do not exist)."""
@@ -143,6 +144,8 @@ def set_state(
         raise Conflict(f"site {site.name!r} already delivered round {round_num}")
     if log is not None:
         result.log_key = _put_log(session, store, job.id, log)
+    if sandbox is not None:  # the confinement job code ran under, kept for a failed round too
+        result.sandbox = sandbox
     result.status = ResultStatus(state)
     result.error = error if state == "failed" else None
     session.flush()

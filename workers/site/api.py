@@ -96,8 +96,11 @@ class SiteAPI(ApiClient):
         state: str,
         error: str | None = None,
         log_text: str | None = None,
+        sandbox: dict[str, Any] | None = None,
     ) -> None:
         body = {"state": state, "error": error, "log": log_text}
+        if sandbox is not None:
+            body["sandbox"] = sandbox
         path = f"/site/jobs/{job_id}/rounds/{round_num}/state"
         self.request("POST", path, json=body).raise_for_status()
 

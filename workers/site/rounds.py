@@ -157,7 +157,10 @@ def _train(
         return str(exc)
     except SandboxError as exc:
         _spend_wall(job_root, time.monotonic() - mark)
-        api.state(job_id, round_num, "failed", error=str(exc), log_text=_sandbox_line() + exc.log)
+        api.state(
+            job_id, round_num, "failed", error=str(exc), log_text=_sandbox_line() + exc.log,
+            sandbox=confine.current().describe(),
+        )  # fmt: skip
         return f"failed: {exc}"
     ran_s = time.monotonic() - run_mark
     phases["run_s"], phases["train_s"] = time.monotonic() - mark, result.train_s

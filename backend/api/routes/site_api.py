@@ -184,9 +184,11 @@ def update_round_state(
     dispatcher: DispatcherDep,
 ) -> None:
     """Progress of this site in a round; `failed` (with `error`) ends its part in it."""
+    sandbox = body.sandbox.model_dump() if body.sandbox is not None else None
     site_api.set_state(
-        session, store, site, job_id, round_num, body.state, body.error, body.log, dispatcher
-    )
+        session, store, site, job_id, round_num, body.state, body.error, body.log, dispatcher,
+        sandbox=sandbox,
+    )  # fmt: skip
 
 
 @router.post("/jobs/{job_id}/environment", status_code=204)
