@@ -142,9 +142,12 @@ def test_upload_your_own_model_and_warm_start(
     page.get_by_label("site-2").check()
     _next(page)
 
-    # -- Data: no example to generate from, so upload mode is the one chosen
+    # -- Data: no example to generate from, so "Data at the sites" is the default (issue 12);
+    # this job brings its own shards, so it switches to upload
     page.wait_for_url("**/data")
-    assert page.get_by_label("Upload a zip per site").is_checked()
+    assert page.locator("#mode-sites").is_checked()
+    assert page.locator("#mode-generate").is_disabled()
+    page.get_by_label("Upload a zip per site").check()
     for i, site in enumerate(("site-1", "site-2")):
         page.get_by_label(f"Shard zip for {site}").set_input_files(
             _shard_zip(tmp_path / f"{site}.zip", seed=i)
