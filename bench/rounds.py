@@ -223,6 +223,7 @@ def run_platform(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "job_id": job_id,
                 "job_s": total,
                 "rounds": rows,
+                "round0": round0_phases(job),
                 "load_before": load_before,
                 "load_after": load_avg(),
             }
@@ -271,6 +272,20 @@ def median(rows: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+def round0_phases(job: dict[str, Any]) -> dict[str, Any]:
+    """Where round 0 went, as the job store has it (the job page's round-0 table)."""
+    first = next((r for r in job["rounds"] if r["number"] == 0), {"results": []})
+    return {
+        "init": job.get("init_phases") or {},
+        "sites": {r["site"]: r.get("phases") or {} for r in first["results"]},
+    }
+
+
+def _most(sites: dict[str, dict[str, Any]], key: str) -> float | None:
+    values = [p[key] for p in sites.values() if isinstance(p.get(key), int | float)]
+    return max(values) if values else None
+
+
 def summarise(
     name: str, ours: dict[str, Any], floor: dict[str, float], flower: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -288,6 +303,10 @@ def summarise(
     summary: dict[str, Any] = {k: median(steady, k) for k in keys}
     first = next((r for r in ours["rounds"] if r["round"] == 0), None)
     summary["first_round_s"] = first["round_s"] if first else None
+    round0 = ours.get("round0") or {"init": {}, "sites": {}}
+    summary["r0_init_s"] = round0["init"].get("total_s")
+    for key in ("prepare_s", "process_s", "data_s", "train_s"):
+        summary[f"r0_{key}"] = _most(round0["sites"], key)
     summary.update(floor)
     summary["overhead_over_floor"] = summary["overhead_s"] / floor["floor_s"]
     summary["load"] = [ours["load_before"], ours["load_after"]]
@@ -331,6 +350,11 @@ def print_table(summaries: dict[str, dict[str, Any]]) -> None:
         ("  aggregation", "aggregate_s", "s"),
         ("  dispatch + rest", "dispatch_s", "s"),
         ("first round (round 1)", "first_round_s", "s"),
+        ("  site: bundle + data (max)", "r0_prepare_s", "s"),
+        ("  site: process start (max)", "r0_process_s", "s"),
+        ("  site: data load (max)", "r0_data_s", "s"),
+        ("  site: first train (max)", "r0_train_s", "s"),
+        ("  before it: initial weights", "r0_init_s", "s"),
         ("floor: save + load", "save_load_s", "s"),
         ("floor: FedAvg of 4", "average_s", "s"),
         ("overhead / floor", "overhead_over_floor", "x"),
