@@ -14,6 +14,7 @@ from celery import Celery
 
 SERVER_QUEUE = "server"
 SITE_TRAIN = "resonfl.site.train"
+SITE_PREPARE = "resonfl.site.prepare"
 SERVER_START = "resonfl.server.start"
 SERVER_AGGREGATE = "resonfl.server.aggregate"
 SERVER_FOLD = "resonfl.server.fold"

@@ -9,6 +9,7 @@ from resonfl_server.workers.celery_app import (
     SERVER_FOLD,
     SERVER_QUEUE,
     SERVER_START,
+    SITE_PREPARE,
     SITE_TRAIN,
     HasBroker,
     make_celery,
@@ -27,6 +28,9 @@ class CeleryDispatcher:
 
     def send_train(self, site: str, job_id: int, round_num: int) -> None:
         self.app.send_task(SITE_TRAIN, args=[job_id, round_num], queue=site_queue(site))
+
+    def send_prepare(self, site: str, job_id: int) -> None:
+        self.app.send_task(SITE_PREPARE, args=[job_id], queue=site_queue(site))
 
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         self.app.send_task(SERVER_AGGREGATE, args=[job_id, round_num], queue=SERVER_QUEUE)

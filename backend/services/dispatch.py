@@ -19,6 +19,10 @@ class Dispatcher(Protocol):
     def send_train(self, site: str, job_id: int, round_num: int) -> None:
         """Enqueue one site's training for a round on that site's queue."""
 
+    def send_prepare(self, site: str, job_id: int) -> None:
+        """Ask a site to get a starting job ready (bundle, data, job process) while the
+        server builds the initial weights; a hint: round 0's task does all of it anyway."""
+
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         """Enqueue the (exactly-once, idempotent) aggregation of a round."""
 

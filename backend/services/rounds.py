@@ -3,7 +3,8 @@
 Life of a job (rounds are 0-based):
 
     start_job        queued, send_start                           (API: submit)
-    init_job         initial weights in the sandbox, open round 0 (aggregator: start task)
+    init_job         ask round 0's sites to prepare (bundle, data, job process), build the
+                     initial weights in the sandbox, open round 0    (aggregator: start task)
     record_result    a site's update or error is in; enough? send_aggregate, else send_fold
                                                                     (API: site result)
     fold_arrived     fold that update into the round's running sum now, so aggregation hides
@@ -141,6 +142,9 @@ def init_job(
     try:
         spec = _load_spec(store, job_id)
         _check_sites(session, job, spec)
+        # the sites start the job's process (seconds, cold) while we build the weights
+        for site in spec.workflow.sites_for_round(0, list(job.sites)):
+            dispatcher.send_prepare(site, job_id)
         scratch = store.scratch_dir()
         try:
             out = scratch / "init.safetensors"

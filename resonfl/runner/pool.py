@@ -163,6 +163,15 @@ class WarmPool:
             self.fill(env_extra, wait=False, binds=binds)
         return proc
 
+    def discard(self, env_extra: dict[str, str] | None, binds: Binds | None = None) -> None:
+        """Stop the idle processes started for this environment and binds (a job that ended
+        before using the process prepared for it)."""
+        with self._lock:
+            procs = self._idle.pop(self._key(env_extra, binds), [])
+        for proc in procs:
+            kill_tree(proc)
+            close_pipes(proc)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

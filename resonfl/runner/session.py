@@ -52,6 +52,7 @@ class JobSession:
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
         self.starts = 0  # processes this session has started or taken (1 when all went well)
+        self.last_start_warm = False  # the last one was pre-started (taken, not started)
         self._lines: queue.Queue[bytes | None] = queue.Queue()
 
     @property
@@ -121,6 +122,7 @@ class JobSession:
     def _start(self, executor: Path, work_dir: Path, log_path: Path, need: Binds) -> None:
         self._discard()
         binds = self.binds if self.binds is not None and self.binds.includes(need) else need
+        self.last_start_warm = self.pool.has_idle(self.env_extra, binds)  # prepared earlier
         proc = self.pool.take(self.env_extra, start=True, binds=binds, refill=False)
         if proc is None or proc.stdin is None or proc.stdout is None:
             raise SandboxError("could not start the job process (the pool is closed)")

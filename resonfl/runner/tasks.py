@@ -232,7 +232,8 @@ def run_site_round(
         duration_s=run.duration_s,
         log=run.log,
         phases={k: float(v) for k, v in (result.get("phases") or {}).items() if _is_number(v)},
-        started_process=session is None or session.starts > starts,
+        started_process=session is None
+        or (session.starts > starts and not session.last_start_warm),
     )
 
 

@@ -40,8 +40,20 @@ _SESSIONS: Any = None
 
 def prewarm(cfg: SiteConfig) -> None:
     """Start a job process (Python + torch imported) now, before any job arrives, so that a
-    job's first round on this site does not pay for it (seconds on a small machine)."""
+    job's first round on this site does not pay for it (seconds on a small machine). A
+    confined process sees only the folders it was started with, so under bubblewrap a job
+    uses the one `prepare_process` starts for it once its folders are known instead."""
     warm_pool().fill(job_env(cfg, cfg.visible_gpus()), wait=False)
+
+
+_PREPARED: dict[int, tuple[dict[str, str], Any]] = {}
+
+
+def prepare_process(job_id: int, env: dict[str, str], binds: Any) -> None:
+    """Start the job's process now (its folders known: the job is starting), so its first
+    round takes it warm; stopped by `close_job_process` if the job never uses it."""
+    _PREPARED[job_id] = (env, binds)
+    warm_pool().fill(env, wait=False, binds=binds)
 
 
 def job_sessions() -> Any:
@@ -57,6 +69,9 @@ def job_sessions() -> Any:
 def close_job_process(job_id: int) -> None:
     if _SESSIONS is not None:
         _SESSIONS.close_job(str(job_id))
+    prepared = _PREPARED.pop(job_id, None)
+    if prepared is not None:
+        warm_pool().discard(*prepared)
 
 
 def job_keys() -> list[str]:

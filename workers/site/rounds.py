@@ -29,6 +29,7 @@ from resonfl_server.workers.site.processes import (
     close_job_process,
     job_env,
     job_sessions,
+    prepare_process,
     warm_pool,
 )
 
@@ -114,26 +115,17 @@ def _train(
     api.download(f"/site/jobs/{job_id}/rounds/{round_num}/weights", weights_in)
     phases["download_s"] = time.monotonic() - mark
     mark = time.monotonic()
-    env = job_env(cfg, gpus)
-    if job_env_dir is not None:  # the job's packages; none shadows the platform's (resolved against it)
-        env["PYTHONPATH"] = str(job_env_dir)
-    data_root = fetch_data_root(api, cfg, job_id, job_dir, fed.dataset)
+    env, data_root, binds = _process_spec(api, cfg, job_id, job_dir, job, gpus, job_env_dir)
     state_dir = cfg.data_root / "jobs" / str(job_id) / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
     # a re-run of this round (its update never arrived) starts from the state it began with
     attempt = begin_round(state_dir, round_num)
-    # The job's process sees this job's own folder (rounds, state: read-write; its bundle and
-    # data: read-only), never other jobs' folders or the worker's own files. The folder, not
-    # state_dir itself, is bound: begin_round replaces state_dir, and a bind would keep the old.
     job_root = cfg.data_root / "jobs" / str(job_id)
     timeout_s, over = _wall_budget(cfg, job_root, fed.round_timeout_s)
     if over is not None:
         api.state(job_id, round_num, "failed", error=over)
         close_job_process(job_id)
         return over
-    binds = Binds.of(
-        rw=[job_root], ro=[data_root, job_dir, *([job_env_dir] if job_env_dir else [])]
-    )
     run_mark = time.monotonic()
     try:
         result = run_site_round(
@@ -187,6 +179,58 @@ def _train(
     if round_num < fed.num_rounds - 1:
         prepare_round(state_dir, round_num + 1)  # while the server aggregates
     return f"uploaded job {job_id} round {round_num}: {result.samples} samples"
+
+
+def _process_spec(
+    api: SiteAPI,
+    cfg: SiteConfig,
+    job_id: int,
+    job_dir: Path,
+    job: Job,
+    gpus: list[dict[str, Any]],
+    job_env_dir: Path | None,
+) -> tuple[dict[str, str], Path, Binds]:
+    """The job process's environment, data folder and binds: the same for `prepare_job` and
+    every round, so the process prepared for the job is the one its first round takes."""
+    env = job_env(cfg, gpus)
+    if job_env_dir is not None:  # the job's packages; none shadows the platform's (resolved against it)
+        env["PYTHONPATH"] = str(job_env_dir)
+    data_root = fetch_data_root(api, cfg, job_id, job_dir, job.federation.dataset)
+    # The job's process sees this job's own folder (rounds, state: read-write; its bundle and
+    # data: read-only), never other jobs' folders or the worker's own files. The folder, not
+    # state_dir itself, is bound: begin_round replaces state_dir, and a bind would keep the old.
+    job_root = cfg.data_root / "jobs" / str(job_id)
+    binds = Binds.of(
+        rw=[job_root], ro=[data_root, job_dir, *([job_env_dir] if job_env_dir else [])]
+    )
+    return env, data_root, binds
+
+
+def prepare_job(cfg: SiteConfig, job_id: int) -> str:
+    """A job is starting (the server builds its initial weights): fetch its bundle, data and
+    packages and start its job process now, so round 0 does not wait for them. Only a hint:
+    whatever is refused or fails here is reported by round 0's task, which does it all again."""
+    api = SiteAPI(cfg)
+    try:
+        info = api.job(job_id)
+        if info["status"] != "running" or info.get("current_round") not in (None, 0):
+            return f"skipped: job {job_id} is {info['status']}"
+        job_dir = ensure_bundle(api, cfg, job_id)
+        job = Job.load(job_dir, site=cfg.site)
+        gpus = cfg.visible_gpus()
+        if refusal(cfg, job, info) is not None or job.federation.gpus_per_site > len(gpus):
+            return "skipped: round 0 will say why this site cannot run it"
+        try:
+            job_env_dir = prepare_requirements(api, cfg, job_id, job.requirements)
+        except RequirementsError as exc:
+            return f"skipped: {exc}"
+        env, _, binds = _process_spec(api, cfg, job_id, job_dir, job, gpus, job_env_dir)
+        prepare_process(job_id, env, binds)
+        return "job process starting"
+    except Exception as exc:  # noqa: BLE001 - a hint that failed: round 0 reports the error
+        return f"not prepared: {type(exc).__name__}: {exc}"
+    finally:
+        api.close()
 
 
 def _phases(

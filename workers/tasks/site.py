@@ -12,9 +12,9 @@ import logging
 
 from celery import shared_task
 
-from resonfl_server.workers.celery_app import SITE_TRAIN
+from resonfl_server.workers.celery_app import SITE_PREPARE, SITE_TRAIN
 from resonfl_server.workers.site.config import site_config
-from resonfl_server.workers.site.rounds import train_round
+from resonfl_server.workers.site.rounds import prepare_job, train_round
 
 log = logging.getLogger("resonfl.site")
 
@@ -23,4 +23,11 @@ log = logging.getLogger("resonfl.site")
 def train(job_id: int, round_num: int) -> str:
     outcome = train_round(site_config(), job_id, round_num)
     log.info("job %s round %s: %s", job_id, round_num, outcome)
+    return outcome
+
+
+@shared_task(name=SITE_PREPARE, acks_late=False, ignore_result=True)
+def prepare(job_id: int) -> str:
+    outcome = prepare_job(site_config(), job_id)
+    log.info("job %s prepared: %s", job_id, outcome)
     return outcome

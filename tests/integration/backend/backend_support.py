@@ -49,6 +49,9 @@ class RecordingDispatcher:
     def send_train(self, site: str, job_id: int, round_num: int) -> None:
         self.calls.append(("train", site, job_id, round_num))
 
+    def send_prepare(self, site: str, job_id: int) -> None:
+        self.calls.append(("prepare", site, job_id))
+
     def send_aggregate(self, job_id: int, round_num: int) -> None:
         self.calls.append(("aggregate", job_id, round_num))
 

@@ -165,6 +165,9 @@ def test_digits_job_runs_every_round_and_its_checkpoint_learned(
         phases = res["phases"]
         assert phases["train_s"] > 0 and phases["process_s"] >= 0 and phases["data_s"] >= 0, res
         assert res["sandbox"]["mode"], res
+        # the site started the job's process when told the job was starting (prepare), so
+        # round 0 took it instead of starting one
+        assert phases["started_process"] is False, res
     report_timings("e2e", job)
 
 
