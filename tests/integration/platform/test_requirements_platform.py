@@ -36,11 +36,10 @@ def fl_train_model(model, env, out_dir, logger):
 
 
 @pytest.fixture(scope="module")
-def req_platform(
-    tmp_path_factory: pytest.TempPathFactory,
-    platform_database_url: str | None,
-    platform_redis_url: str | None,
-) -> Iterator[LocalPlatform]:
+def req_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    # its own job store and broker (SQLite, embedded Redis): sharing the session platform's
+    # would let that platform's site-1/site-2 workers take this platform's jobs and the other
+    # way round (both run while this module does)
     wheels = tmp_path_factory.mktemp("wheels")
     build_wheel(wheels, "resonfl_tinyext", "0.3", "ANSWER = 42\n", requires=("torch>=2",))
     build_wheel(wheels, "resonfl_other", "1.0", "X = 1\n")
@@ -48,8 +47,6 @@ def req_platform(
         data_dir=tmp_path_factory.mktemp("req-platform"),
         port=free_port(),
         sites=2,
-        redis_url=platform_redis_url,
-        database_url=platform_database_url,
         secret_key="req-test-secret",
         heartbeat_s=1.0,
         reconcile_every_s=1.0,
