@@ -142,6 +142,27 @@ def register(subparsers: Any) -> None:
     u.add_argument("--demo", action="store_true", help="submit the digits example and wait")
     u.add_argument("--demo-rounds", type=int, default=None)
     u.add_argument("--exit-after-demo", action="store_true", help="stop everything when done")
+    u.add_argument(
+        "--site-dataset",
+        action="append",
+        default=[],
+        metavar="SITE:NAME=/folder[:format]",
+        help="a dataset a local site worker holds (repeatable; its --dataset)",
+    )
+    u.add_argument(
+        "--site-approval",
+        action="append",
+        default=[],
+        metavar="SITE",
+        help="this local site's operator approves each job (repeatable; --require-approval)",
+    )
+    u.add_argument(
+        "--site-settings",
+        action="append",
+        default=[],
+        metavar="SITE=FILE",
+        help="a local site's settings file: datasets and policy (repeatable; --settings)",
+    )
     u.add_argument("--unsafe-no-sandbox", action="store_true", help=UNSAFE_HELP)
     u.set_defaults(func=cmd_up)
 
@@ -407,7 +428,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     # the banner. Its warnings still show.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     data_dir = (args.data_dir or Path("resonfl-data")).resolve()
+    try:
+        site_args = _site_args(args)
+    except ValueError as exc:
+        print(f"resonfl up: {exc}", file=sys.stderr)
+        return 2
     platform = LocalPlatform(
+        site_args=site_args,
         data_dir=data_dir,
         host=args.host,
         port=args.port,
@@ -430,6 +457,12 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "(shown once; change it with `resonfl set-password`)"
             )
         print(f"sites: {', '.join(platform.site_names)}; logs in {platform.log_dir}")
+        if args.site_approval:
+            secrets = platform.data_dir / "secrets"
+            print(
+                "site operators: RESONFL_SECRETS_DIR="
+                f"{secrets}/site-SITE resonfl site jobs --api {platform.url}"
+            )
         if args.demo:
             checkpoint = platform.run_demo(num_rounds=args.demo_rounds)
             print(f"demo finished; checkpoint: {checkpoint}")
@@ -452,6 +485,35 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     finally:
         platform.stop()
+
+
+def _site_args(args: argparse.Namespace) -> dict[str, list[str]]:
+    """`resonfl up`'s per-site flags as each local worker's own `resonfl worker` flags."""
+    names = {f"site-{i}" for i in range(1, args.sites + 1)}
+    out: dict[str, list[str]] = {}
+
+    def site_of(value: str, sep: str, flag: str) -> tuple[str, str]:
+        site, found, rest = value.partition(sep)
+        if not found or site not in names:
+            raise ValueError(
+                f"{flag} {value!r}: start with a local site ({', '.join(sorted(names))}){sep}"
+            )
+        return site, rest
+
+    for value in args.site_dataset:
+        site, rest = site_of(value, ":", "--site-dataset")
+        name, eq, folder = rest.partition("=")
+        out.setdefault(site, []).extend(
+            ["--dataset", f"{name}={Path(folder).resolve()}" if eq else rest]
+        )
+    for value in args.site_settings:
+        site, rest = site_of(value, "=", "--site-settings")
+        out.setdefault(site, []).extend(["--settings", str(Path(rest).resolve())])
+    for site in args.site_approval:
+        if site not in names:
+            raise ValueError(f"--site-approval {site!r}: one of {', '.join(sorted(names))}")
+        out.setdefault(site, []).append("--require-approval")
+    return out
 
 
 def _local_secret(data_dir: Path) -> str:

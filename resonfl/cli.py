@@ -28,12 +28,25 @@ def cmd_examples(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from resonfl.catalog import make_job  # lazy: numpy
+    from resonfl.catalog import get_example, make_job  # lazy: numpy
 
     target = Path(args.dir)
     if target.exists() and any(target.iterdir()) and not args.force:
         return _die(f"{target} is not empty (use --force to render into it)")
     target.mkdir(parents=True, exist_ok=True)
+    at_sites = get_example(args.example).dataset.get("at_sites")
+    if at_sites:
+        job = make_job(args.example, sites=args.sites, num_rounds=args.rounds)
+        job.render(target)
+        print(f"rendered {args.example!r} job on the sites' dataset {at_sites!r} into {target}")
+        print(
+            f"the data stays at the sites: make example folders with `resonfl shards "
+            f"--example {args.example} -o DATA --sites {len(job.federation.sites)}`, then start "
+            f"each worker "
+            f"with --dataset {at_sites}=DATA/site-N, or simulate: resonfl simulate {target} "
+            + " ".join(f"--data {s}=DATA/{s}" for s in job.federation.sites)
+        )
+        return 0
     job = make_job(
         args.example,
         sites=args.sites,
@@ -75,6 +88,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from resonfl.simulate import SimulationError, simulate  # lazy: torch
 
     workspace = Path(args.workspace) if args.workspace else Path(args.dir) / "workspace"
+    data_roots = {}
+    for value in args.data:
+        site, sep, folder = value.partition("=")
+        if not sep or not folder:
+            return _die(f"--data {value!r}: write SITE=/folder")
+        data_roots[site] = Path(folder).resolve()
     try:
         result = simulate(
             args.dir,
@@ -87,6 +106,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 mode="any", index_url=args.index_url, find_links=tuple(args.find_links or ()),
                 no_index=args.no_index,
             ),
+            data_roots=data_roots,
         )
     except SimulationError as exc:
         return _die(str(exc), 1)
@@ -372,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default DIR/workspace); a new run replaces the previous run there",
     )
     p.add_argument("--parallel", type=int, default=None, help="site processes at once")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="SITE=/folder",
+        help="a site's data folder (repeatable); needed for a job on the sites' dataset",
+    )
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--index-url", help="requirements.txt: the package index (default PyPI)")
     p.add_argument("--find-links", action="append", help="requirements.txt: a folder of wheels")

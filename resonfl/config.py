@@ -39,6 +39,13 @@ class TrainingConfig(_Strict):
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW only")
     batch_size: int = Field(32, ge=1, le=65536, description="training batch size")
     eval_batch_size: int = Field(256, ge=1, le=65536, description="batch size of env.evaluate")
+    loader_workers: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="DataLoader worker processes of env.fit / env.evaluate (0: load in the "
+        "job process; more for datasets read lazily from files)",
+    )
     local_steps: int | None = Field(20, ge=1, description="optimizer steps per round")
     local_epochs: float | None = Field(None, gt=0, description="used when local_steps is null")
     lr_schedule: Literal["constant", "cosine", "linear"] = Field(

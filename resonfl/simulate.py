@@ -108,6 +108,13 @@ def simulate(
     roots = {s: Path(p) for s, p in (data_roots or {}).items()}
     for site in site_names:
         if site not in roots:
+            if job.federation.dataset is not None:
+                raise JobValidationError(
+                    "meta.json",
+                    f"datasets.{site}",
+                    f"the job trains on the sites' dataset {job.federation.dataset!r}: "
+                    f"give {site}'s folder (resonfl simulate --data {site}=/folder)",
+                )
             if site not in job.shards:
                 raise JobValidationError(
                     "meta.json", f"shards.{site}", "no data shard for this site in the job folder"

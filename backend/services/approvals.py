@@ -5,8 +5,9 @@
     hold      the job stays queued while any decision is pending (`rounds.start_job`,
               `rounds.init_job` and `rounds.reconcile` ask `rounds.awaiting_approval`)
     decide    the site's operator (`resonfl site approve|reject`, the site token) approves:
-              the last approval sends the start; or rejects: the job fails with the site's
-              reason. Each row keeps who decided, when and why; rows are never deleted.
+              the last decision sends the start; or rejects: the site leaves the job, which
+              runs on the other sites when they still meet min_clients and otherwise fails
+              with the site's reason. Each row keeps who decided, when and why (never deleted).
 
 The site enforces its own policy as well (workers/site/policy.py): a job the server started
 without its approval is refused there.
@@ -75,7 +76,10 @@ def decide(
     job = session.get(Job, job_id) if 0 < job_id <= INT_MAX else None
     if job is None:
         raise NotFound(f"job {job_id} not found")
-    if site.name not in job.sites:
+    asked = session.scalar(
+        select(SiteDecision.id).where(SiteDecision.job_id == job.id, SiteDecision.site == site.name)
+    )
+    if site.name not in job.sites and asked is None:
         raise Forbidden(f"site {site.name!r} does not take part in job {job_id}")
     reason = (reason or "").strip() or None
     if not approve and reason is None:
@@ -83,6 +87,8 @@ def decide(
     row = session.scalar(
         select(SiteDecision).where(SiteDecision.job_id == job.id, SiteDecision.site == site.name)
     )
+    if row is not None and row.status != DecisionStatus.PENDING:
+        raise Conflict(f"site {site.name!r} already {row.status.value} job {job_id}")
     if row is None:
         raise Conflict(f"job {job_id} did not ask site {site.name!r} for approval")
     if job.status != JobStatus.QUEUED:
@@ -99,9 +105,21 @@ def decide(
         session.refresh(row)
         raise Conflict(f"site {site.name!r} already {row.status.value} job {job_id}")
     log.info("site %s (%s) %s job %s: %s", site.name, operator, status.value, job_id, reason)
-    if not approve:
+    if not approve and not _leave(session, job, site.name):
         rounds.fail_job(session, job.id, f"rejected by {site.name} ({operator}): {reason}")
     elif not rounds.awaiting_approval(session, job.id):
         rounds.start_job(session, job.id, dispatcher)
     session.refresh(row)
     return row
+
+
+def _leave(session: Session, job: Job, site: str) -> bool:
+    """A rejecting site leaves the job; True when enough sites remain for `min_clients`
+    (the job then runs on the others), False when the rejection must fail the job."""
+    remaining = [s for s in job.sites if s != site]
+    if len(remaining) < job.min_clients:
+        return False
+    job.sites = remaining
+    session.commit()
+    log.info("job %s goes on without %s: %s", job.id, site, ", ".join(remaining))
+    return True

@@ -290,10 +290,11 @@ def data_raw(draft: Draft) -> Raw:
     """The Data step's text. "Data at the sites" is the default unless the example ships data
     to generate shards from; an uploaded model_def.py cannot generate (whatever was chosen)."""
     info = example_or_none(draft.raw.get("model", default_model_raw()))
-    generates = info is not None and info.dataset.get("source") != "sites"
+    at_sites = str(info.dataset.get("at_sites") or "") if info else ""
+    generates = info is not None and not at_sites
     defaults = {
         "mode": "generate" if generates else "sites",
-        "dataset": (info.dataset.get("name", "") if info and not generates else ""),
+        "dataset": at_sites,
         "split": "iid",
         "alpha": "0.5",
         "seed": "0",

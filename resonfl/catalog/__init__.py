@@ -40,7 +40,9 @@ def make_job(
     """A Job for catalog example `name` on `sites` (a list, or N for site-1..site-N).
 
     With `shards_dir`, per-site shards (and the global held-out test set) are written there
-    and attached to the job; pass ``<job_dir>/shards`` to render without copying them.
+    and attached to the job; pass ``<job_dir>/shards`` to render without copying them. An
+    example whose data stays at the sites (example.json `dataset.at_sites`) names that
+    dataset instead and takes no shards.
     `seed` seeds the data split; the training seed is a training override (``seed=``
     is taken by the split, so use ``training_seed=``).
     """
@@ -48,11 +50,19 @@ def make_job(
     site_list = site_names(sites) if isinstance(sites, int) else list(sites)
     if "training_seed" in training_overrides:
         training_overrides["seed"] = training_overrides.pop("training_seed")
+    at_sites = info.dataset.get("at_sites")  # data at the sites: a dataset name, no shards
     federation = FederationConfig(
         **{**info.federation, "sites": site_list}
         | ({"num_rounds": num_rounds} if num_rounds is not None else {})
+        | ({"dataset": at_sites} if at_sites else {})
     )
     shards: dict[str, Path] = {}
+    if shards_dir is not None and at_sites:
+        raise ValueError(
+            f"{name} trains on the sites' own dataset {at_sites!r}, never on shards: make "
+            f"example folders with `resonfl shards --example {name} -o OUT --sites N` and "
+            f"register each with `resonfl worker --dataset {at_sites}=OUT/site-N`"
+        )
     if shards_dir is not None:
         made = make_shards(info.name, shards_dir, len(site_list), split, alpha, seed)
         shards = made if site_list == list(made) else _rename_shards(made, site_list)

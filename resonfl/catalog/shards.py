@@ -4,6 +4,9 @@ Layout under ``out_dir``::
 
     site-1/train.npz, site-1/val.npz           (format "npz": X float32, y int64)
     site-1/train/<class>/*.png, site-1/val/... (format "image_folder", plus classes.json)
+    site-1/<class>/*.png                       (format "class_folders": a site's own image
+                                                folder, registered with --dataset; the job
+                                                splits train/val itself)
     test.npz  or  test/<class>/*.png           (global held-out set, never given to a site)
 
 The held-out test split is drawn first (stratified, from `seed` only), so it is the same for
@@ -104,7 +107,7 @@ def write_split(
     if fmt == "npz":
         np.savez(folder / f"{split}.npz", X=x.astype(np.float32), y=y.astype(np.int64))
         return
-    if fmt != "image_folder":
+    if fmt not in ("image_folder", "class_folders"):
         raise ValueError(f"unknown shard format {fmt!r}")
     from PIL import Image  # lazy: images only
 
@@ -143,6 +146,12 @@ def make_shards(
     shards: dict[str, Path] = {}
     for site, part in zip(site_names(num_sites), parts, strict=True):
         idx = pool[part]
+        if fmt == "class_folders":  # the site's whole share, one folder per class
+            write_split(out, site, x[idx], y[idx], fmt, classes)
+            shards[site] = out / site
+            if verbose:
+                print(f"{site}: {len(idx)} images, labels {label_histogram(y[idx], len(classes))}")
+            continue
         train, val = _train_val(len(idx), val_fraction, rng)
         folder = out / site
         write_split(folder, "train", x[idx[train]], y[idx[train]], fmt, classes)

@@ -238,6 +238,9 @@ class Sandbox:
             elif os.path.isdir(link):
                 args += ["--ro-bind", link, link]
         args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        # a private, writable /dev/shm: POSIX semaphores and shared memory (DataLoader workers,
+        # multiprocessing) need it; --dev leaves it root's, and it is never shared with the host
+        args += ["--perms", "1777", "--tmpfs", "/dev/shm"]
         ro = list(_python_roots()) + list(binds.ro)
         etc = ETC_FILES + (NETWORK_ETC if self.network else ())
         # Parents of bound paths are created 0755: bwrap would copy a private parent's mode

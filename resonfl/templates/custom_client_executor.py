@@ -183,6 +183,24 @@ def load_weights(path: str | Path) -> StateDict:
     return load_file(str(p))
 
 
+def _short_multiprocessing_tempdir() -> None:
+    """DataLoader workers hand each batch's shared memory over a Unix socket in
+    multiprocessing's temp dir; a socket path over 107 bytes cannot be bound, and the round's
+    TMPDIR (inside its work folder) can be longer. Root that dir in /tmp (the sandbox's own
+    tmpfs) once per process instead; multiprocessing caches it and removes it at exit."""
+    import multiprocessing.util  # lazy: only jobs with loader_workers
+    import tempfile  # lazy: same
+
+    if len(tempfile.gettempdir()) < 64 or not os.access("/tmp", os.W_OK):
+        return
+    saved = tempfile.tempdir
+    tempfile.tempdir = "/tmp"
+    try:
+        multiprocessing.util.get_temp_dir()
+    finally:
+        tempfile.tempdir = saved
+
+
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -415,9 +433,17 @@ class FLEnv:
             shuffle=shuffle,
             generator=generator,
             collate_fn=collate,
-            num_workers=0,
+            num_workers=self.loader_workers,
             pin_memory=self.device.type == "cuda",
         )
+
+    @property
+    def loader_workers(self) -> int:
+        """DataLoader worker processes (forked from this job process, inside its sandbox)."""
+        workers = int(self.arg("loader_workers", 0))
+        if workers > 0:
+            _short_multiprocessing_tempdir()
+        return workers
 
     # -- optimizer and schedule -------------------------------------------------
     @property
@@ -732,6 +758,7 @@ class FLEnv:
             batch_size=int(self.arg("eval_batch_size", 256)),
             shuffle=False,
             collate_fn=collate,
+            num_workers=self.loader_workers,
         )
         loss_sum, correct, count = 0.0, 0, 0
         for batch in loader:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from resonfl.config import FederationConfig, ModelConfig
-from resonfl.job import Job
+from resonfl.job import Job, JobValidationError
 from resonfl.simulate import SimulationError, simulate
 from resonfl.templates.custom_persistor import load_state_dict_file
 
@@ -166,3 +166,28 @@ def test_a_workspace_holding_other_files_is_refused_naming_the_flag(
     with pytest.raises(SimulationError, match="--workspace"):
         simulate(job_dir, tmp_path / "ws", progress=False)
     assert (tmp_path / "ws" / "thesis.tex").read_text() == "precious"
+
+
+def test_the_images_example_trains_on_each_sites_own_folder_with_loader_workers_in_the_sandbox(
+    tmp_path: Path,
+) -> None:
+    """Data at the sites: each site's class folders (PNG, read lazily with Pillow by two
+    DataLoader worker processes inside the job's sandbox), no shards in the job."""
+    from resonfl.catalog import evaluate_on_test, get_example, make_job
+    from resonfl.catalog.shards import make_shards
+
+    spec = {**get_example("images").dataset, "n_per_class": 40}
+    folders = make_shards(spec, tmp_path / "data", 2, split="iid", verbose=False)
+    job = make_job("images", 2, num_rounds=1, local_steps=6, warmup_steps=2)
+    assert job.federation.dataset == "images" and job.shards == {}
+    assert job.training.loader_workers == 2
+    job.render(tmp_path / "job")
+    result = simulate(tmp_path / "job", tmp_path / "ws", progress=False, data_roots=folders)
+    (summary,) = result.rounds
+    assert len(summary.sites) == 2 and summary.metrics["train_loss"] > 0
+    log = (tmp_path / "ws" / "logs" / "site-1.log").read_text()
+    assert "(lazy, Pillow)" in log
+    held_out = evaluate_on_test("images", result.checkpoint, tmp_path / "data")
+    assert 0.0 <= held_out["top1"] <= 1.0 and held_out["val_loss"] > 0
+    with pytest.raises(JobValidationError, match="simulate --data site-1="):
+        simulate(tmp_path / "job", tmp_path / "ws2", progress=False)

@@ -10,7 +10,7 @@ from resonfl.catalog import evaluate_on_test, get_example, list_examples, make_j
 from resonfl.catalog.inprocess import run_in_process
 from resonfl.job import EXECUTOR, PERSISTOR, Job, template_text
 
-NAMES = ["classify", "digits", "tabular"]
+NAMES = ["classify", "digits", "tabular"]  # examples that ship shards; images: data at sites
 
 
 def test_the_catalog_lists_at_least_the_three_offline_examples() -> None:
@@ -69,3 +69,11 @@ def test_each_example_learns_in_one_round_on_its_data(name: str, tmp_path: Path)
     run = run_in_process(tmp_path / "job", tmp_path / "ws")
     held_out = evaluate_on_test(name, run.state, tmp_path / "job" / "shards")
     assert held_out["top1"] > CHANCE[name] + 0.2, held_out
+
+
+def test_images_names_the_sites_dataset_and_takes_no_shards(tmp_path: Path) -> None:
+    job = make_job("images", 2)
+    assert job.federation.dataset == "images" and job.shards == {}
+    assert get_example("images").training["tta_hflip"] is True  # every shape is mirror-symmetric
+    with pytest.raises(ValueError, match="resonfl shards --example images"):
+        make_job("images", 2, shards_dir=tmp_path / "shards")

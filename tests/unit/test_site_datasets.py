@@ -121,3 +121,22 @@ def test_policy_refuses_a_submitter_not_on_the_list_gpus_and_unapproved_jobs() -
     approval = SitePolicy(require_approval=True)
     assert "approved" in str(approval.refusal({"approved_by": []}, 0, "s"))
     assert approval.refusal({"approved_by": ["s"]}, 0, "s") is None
+
+
+def test_resonfl_up_turns_its_site_flags_into_each_workers_flags(tmp_path: Path) -> None:
+    import argparse
+
+    from resonfl_server.launcher.commands import _site_args
+
+    args = argparse.Namespace(
+        sites=2,
+        site_dataset=[f"site-1:images={tmp_path}", "site-2:tab=rel/folder:csv"],
+        site_settings=[f"site-2={tmp_path / 's.toml'}"],
+        site_approval=["site-2"],
+    )
+    out = _site_args(args)
+    assert out["site-1"] == ["--dataset", f"images={tmp_path}"]
+    assert out["site-2"][0:2] == ["--dataset", f"tab={Path('rel/folder:csv').resolve()}"]
+    assert out["site-2"][2:] == ["--settings", str(tmp_path / "s.toml"), "--require-approval"]
+    with pytest.raises(ValueError, match="--site-dataset 'site-9:x=/a'"):
+        _site_args(argparse.Namespace(sites=2, site_dataset=["site-9:x=/a"], site_settings=[], site_approval=[]))

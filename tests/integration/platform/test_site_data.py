@@ -232,10 +232,10 @@ def test_a_job_waits_for_the_sites_approval_and_runs_once_approved(
     assert (decision["status"], decision["operator"]) == ("approved", "ops-b")
     assert decision["decided_at"] is not None
     again = site_cli(sites_platform, "site-2", "approve", str(job_id))
-    assert again.returncode == 2 and "no longer awaits" in again.stderr
+    assert again.returncode == 2 and "already approved" in again.stderr
 
 
-def test_a_rejection_fails_the_job_with_the_sites_reason(sites_platform: LocalPlatform) -> None:
+def test_a_rejection_that_leaves_too_few_sites_fails_the_job_with_the_reason(sites_platform: LocalPlatform) -> None:
     job_id = _client(sites_platform).submit(_job(["site-1", "site-2"], "pets"))
     _wait_status(sites_platform, job_id, "queued")
     no_reason = site_cli(sites_platform, "site-2", "reject", str(job_id))
