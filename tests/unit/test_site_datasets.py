@@ -140,3 +140,18 @@ def test_resonfl_up_turns_its_site_flags_into_each_workers_flags(tmp_path: Path)
     assert out["site-2"][2:] == ["--settings", str(tmp_path / "s.toml"), "--require-approval"]
     with pytest.raises(ValueError, match="--site-dataset 'site-9:x=/a'"):
         _site_args(argparse.Namespace(sites=2, site_dataset=["site-9:x=/a"], site_settings=[], site_approval=[]))
+
+
+def test_a_jobs_wall_time_on_the_site_is_budgeted_across_rounds(tmp_path: Path) -> None:
+    from resonfl_server.workers.site.rounds import _spend_wall, _wall_budget
+
+    cfg = SiteConfig("site-1", "t", "http://x", tmp_path, policy=SitePolicy(max_wall_time_s=100))
+    assert _wall_budget(cfg, tmp_path, 3600) == (100, None)
+    _spend_wall(tmp_path, 70)
+    assert _wall_budget(cfg, tmp_path, 3600) == (30, None)  # the round gets what is left
+    assert _wall_budget(cfg, tmp_path, 10) == (10, None)
+    _spend_wall(tmp_path, 31)
+    limit, refused = _wall_budget(cfg, tmp_path, 3600)
+    assert limit == 0 and "at most 100 s of wall time; this job has used 101 s" in str(refused)
+    unlimited = SiteConfig("site-1", "t", "http://x", tmp_path)
+    assert _wall_budget(unlimited, tmp_path, 3600) == (3600, None)

@@ -15,7 +15,7 @@ import httpx
 
 from resonfl.http import NO_RETRY
 from resonfl.job import Job
-from resonfl.runner import SandboxCancelled, SandboxError, confine, run_site_round
+from resonfl.runner import SandboxCancelled, SandboxError, SandboxTimeout, confine, run_site_round
 from resonfl.runner.tasks import SiteRoundResult
 from resonfl.runner.confine import Binds
 from resonfl.runner.requirements import RequirementsError
@@ -149,6 +149,8 @@ def _train(
         return str(exc)
     except SandboxError as exc:
         _spend_wall(job_root, time.monotonic() - mark)
+        if isinstance(exc, SandboxTimeout) and timeout_s < fed.round_timeout_s:
+            exc = SandboxTimeout(f"{exc} (the site's policy: max_wall_time_s per job)", exc.log)
         api.state(
             job_id, round_num, "failed", error=str(exc), log_text=_sandbox_line() + exc.log,
             sandbox=confine.current().describe(),
