@@ -222,6 +222,14 @@ def status_summary(job: dict[str, Any], sandbox: dict[str, dict[str, Any]] | Non
     rounds = job.get("rounds") or []
     done = sum(1 for r in rounds if r.get("status") == "done")
     lines = [f"job {job['id']} {job['name']!r}: {job['status']}, round {done}/{job['num_rounds']}"]
+    decisions = job.get("decisions") or []
+    pending = [d["site"] for d in decisions if d.get("status") == "pending"]
+    if pending and job["status"] == "queued":
+        lines.append(f"  awaiting approval at {', '.join(pending)}")
+    for d in decisions:
+        if d.get("status") != "pending":
+            why = f": {d['reason']}" if d.get("reason") else ""
+            lines.append(f"  {d['site']} {d['status']} it ({d.get('operator')}){why}")
     last_done: dict[str, dict[str, Any]] = {}
     last_any: dict[str, dict[str, Any]] = {}
     for rnd in sorted(rounds, key=lambda r: r["number"]):

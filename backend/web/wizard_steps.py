@@ -225,6 +225,7 @@ def dataset_holders_context(ctx: StepContext, dataset: str) -> dict[str, Any]:
             "report": have.get(s.name),
             "ticked": s.name in ticked,
             "unticked": s.name in chosen and s.name not in have,
+            "approval": bool((s.policy or {}).get("require_approval")),
         }
         for s in ctx.sites
     ]

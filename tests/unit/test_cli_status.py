@@ -92,3 +92,17 @@ def test_summary_says_where_round_0_spent_its_time() -> None:
         "  site-1: process start 2.35s, data load 0.25s, first train 1.50s, "
         "process started for it",
     ]
+
+
+def test_status_says_which_sites_it_awaits_and_who_decided() -> None:
+    job = {
+        "id": 4, "name": "images", "status": "queued", "num_rounds": 2, "sites": ["site-1", "site-2"],
+        "rounds": [],
+        "decisions": [
+            {"site": "site-2", "status": "pending", "operator": None, "reason": None},
+            {"site": "site-3", "status": "rejected", "operator": "ops", "reason": "no GPU time"},
+        ],
+    }  # fmt: skip
+    lines = status_summary(job).splitlines()
+    assert lines[1] == "  awaiting approval at site-2"
+    assert lines[2] == "  site-3 rejected it (ops): no GPU time"

@@ -351,12 +351,14 @@ def test_download_before_the_job_finished_says_so(
     assert response.status_code == 404 and "not available" in response.text
 
 
-def _report(session: Session, site: str, datasets: list[dict[str, Any]]) -> None:
+def _report(
+    session: Session, site: str, datasets: list[dict[str, Any]], policy: Any = None
+) -> None:
     from resonfl_server.backend.models import Site
     from resonfl_server.backend.services import accounts
 
     row = session.query(Site).filter_by(name=site).one()
-    accounts.heartbeat(session, row, "idle", [], datasets, None)
+    accounts.heartbeat(session, row, "idle", [], datasets, policy)
 
 
 def _images(samples: int) -> dict[str, Any]:
@@ -371,7 +373,7 @@ def test_data_at_the_sites_lists_the_holders_unticks_the_rest_and_names_the_data
 
     accounts.register_site(session, "site-3")
     _report(session, "site-1", [_images(40)])
-    _report(session, "site-3", [_images(30)])
+    _report(session, "site-3", [_images(30)], {"require_approval": True})
     _report(session, "site-2", [{**_images(9), "name": "other"}])
     page = walk_to(client, signed_in, "data")  # the Federation step chose site-1 and site-2
     base = page.base  # type: ignore[attr-defined]
@@ -382,6 +384,7 @@ def test_data_at_the_sites_lists_the_holders_unticks_the_rest_and_names_the_data
     assert re.search(r'id="holder__site-2"[^>]*disabled', holders)
     assert "does not hold images — unticked" in holders  # chosen, but it lacks the data
     assert not re.search(r'id="holder__site-3"[^>]*checked', holders)  # holds it, not chosen
+    assert holders.count("approval required") == 1  # site-3's operator approves each job
 
     form = {"mode": "sites", "dataset": "images", "holders_for": "images",
             "holder": ["site-1", "site-3", "site-2"]}  # fmt: skip
