@@ -32,5 +32,4 @@ start=$(date +%s)
 DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile -t "$TAG" \
   --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_VERSION="$TORCH_VERSION" \
   --build-arg TORCH_INDEX="${TORCH_INDEX:-}" .
-docker image prune -f >/dev/null  # the images this tag pointed to before: repeated builds fill the disk
 echo "built $TAG in $(( $(date +%s) - start )) s; size $(docker image inspect "$TAG" --format '{{.Size}}') bytes"

@@ -6,7 +6,8 @@ field; compose 1.29 sends it raw and the engine refuses it), and bubblewrap insi
 containers needs it. Compose v2 (`docker compose`) passes it; where it is installed the test
 uses it instead. Here `docker-compose config` still validates the file and resolves every
 variable, anchor and default, and this module runs exactly what it printed: image, command,
-environment, volumes, network mode, security options, health checks, restart policy, in
+environment, volumes, file secrets, network mode, security options, health checks, restart
+policy, in
 `depends_on` order (waiting for `service_healthy`).
 """
 
@@ -115,6 +116,11 @@ class CliCompose:
                     source,
                 )
             argv += ["-v", f"{source}:{rest}"]
+        for secret in svc.get("secrets", []):  # compose's file secrets are read-only binds
+            source = secret["source"] if isinstance(secret, dict) else secret
+            target = secret.get("target", source) if isinstance(secret, dict) else secret
+            path = Path(config["secrets"][source]["file"])
+            argv += ["-v", f"{path}:/run/secrets/{target}:ro"]
         for opt in svc.get("security_opt", []):
             kind, _, value = opt.replace(":", "=", 1).partition("=")
             if kind == "seccomp" and value not in ("unconfined",):

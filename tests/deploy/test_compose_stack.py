@@ -50,6 +50,10 @@ def run(*argv: str, env: dict[str, str] | None = None, timeout: float = 900) -> 
     return done.stdout
 
 
+def write_secrets(*args: str, env: dict[str, str]) -> None:
+    run("bash", "scripts/compose_secrets.sh", *args, env=env)
+
+
 def skip(reason: str) -> None:
     print(f"\nSKIPPED compose stack: {reason}", file=sys.stderr)
     pytest.skip(reason)
@@ -97,7 +101,7 @@ def images() -> dict[str, float]:
 
 
 class Stack:
-    def __init__(self) -> None:
+    def __init__(self, secrets_dir: Path) -> None:
         self.project = f"resonfl-ci-{secrets.token_hex(4)}"
         self.api_port, pg, redis = free_port(), free_port(), free_port()
         password = secrets.token_hex(16)
@@ -113,19 +117,18 @@ class Stack:
             "POSTGRES_PORT": str(pg),
             "REDIS_PORT": str(redis),
             "RESONFL_API_URL": f"http://127.0.0.1:{self.api_port}",
-            "RESONFL_BROKER_URL": f"redis://:{password}@127.0.0.1:{redis}/0",
             "RESONFL_HEARTBEAT_S": "1",
             "RESONFL_SITE_HEARTBEAT_TIMEOUT_S": "10",
-            "SITE_1_TOKEN": "unset",
-            "SITE_2_TOKEN": "unset",
+            "SECRETS_DIR": str(secrets_dir),
         }
+        self.broker_url = f"redis://:{password}@127.0.0.1:{redis}/0"
         self.compose = compose_for(self.project, ROOT / "docker-compose.yml", self.env)
         self.url = self.env["RESONFL_API_URL"]
 
 
 @pytest.fixture
 def stack(images: dict[str, float], tmp_path: Path) -> Iterator[Stack]:
-    st = Stack()
+    st = Stack(tmp_path / "secrets")
     try:
         yield st
     except BaseException:
@@ -173,6 +176,9 @@ def site_state(job: dict, round_num: int, site: str) -> str | None:
 def test_the_compose_stack_trains_digits_and_survives_a_killed_site_container(
     stack: Stack, images: dict[str, float], tmp_path: Path
 ) -> None:
+    write_secrets("server", env=stack.env)
+    for site in ("site-1", "site-2"):  # placeholders until the sites are registered
+        write_secrets("site", site, "-", "-", env=stack.env)
     up_at = time.monotonic()
     stack.compose.up("postgres", "redis", "api")
     wait_healthy(stack.url)
@@ -180,7 +186,7 @@ def test_the_compose_stack_trains_digits_and_survives_a_killed_site_container(
     token = admin.strip().splitlines()[-1]
     for site in ("site-1", "site-2"):
         out = stack.compose.exec("api", "resonfl", "register-site", site)
-        stack.env[f"SITE_{site[-1]}_TOKEN"] = out.strip().splitlines()[-1]
+        write_secrets("site", site, out.strip().splitlines()[-1], stack.broker_url, env=stack.env)
     stack.compose.up()
 
     client = Client(stack.url, token)
@@ -206,10 +212,24 @@ def test_the_compose_stack_trains_digits_and_survives_a_killed_site_container(
     client.download(job_id, target)
     held_out = evaluate_on_test("digits", target, shards)
     assert held_out["top1"] > 0.5, held_out  # ten classes: chance is 0.1
-    for service in ("site-1", "site-2"):  # bwrap works inside the containers
+    for service in ("site-1", "site-2", "aggregator"):  # bwrap works inside the containers
         assert "job code runs confined" in stack.compose.logs(service, tail=400), service
+    for service in ("site-1", "site-2", "aggregator"):  # their secrets are files, not variables
+        env = run(
+            "docker",
+            "inspect",
+            stack.compose.container(service),
+            "--format",
+            "{{json .Config.Env}}",
+        )
+        for secret in (
+            stack.env["RESONFL_SECRET_KEY"],
+            stack.env["REDIS_PASSWORD"],
+            stack.env["POSTGRES_PASSWORD"],
+        ):
+            assert secret not in env, f"{service} has a secret in its environment"
 
-    # Each site kept its own volume: the server's volume holds no site state, and no site
+    # Each site has its own volume and, besides it, only its two secret files: no site
     # container mounts the server's data.
     for site in ("site-1", "site-2"):
         mounts = run(
@@ -217,9 +237,14 @@ def test_the_compose_stack_trains_digits_and_survives_a_killed_site_container(
             "inspect",
             stack.compose.container(site),
             "--format",
-            "{{range .Mounts}}{{.Name}} {{.Destination}};{{end}}",
+            "{{range .Mounts}}{{.Destination}}={{.Name}};{{end}}",
         )
-        assert mounts.strip().rstrip(";").endswith(f"{site}-data /site-data"), mounts
+        found = dict(m.split("=", 1) for m in mounts.strip().rstrip(";").split(";"))
+        assert found.pop("/site-data").endswith(f"_{site}-data"), mounts
+        assert sorted(found) == [
+            "/run/secrets/resonfl_broker_url",
+            "/run/secrets/resonfl_site_token",
+        ], mounts
     numbers = {
         **images,
         "up_to_finished_s": finished_at - up_at,

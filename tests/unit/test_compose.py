@@ -67,6 +67,8 @@ def test_every_resonfl_variable_is_a_real_setting() -> None:
         is_worker = svc["command"][0] == "worker"
         known = worker_fields if is_worker else server_fields
         for var in svc.get("environment", {}):
+            if var == "RESONFL_SECRETS_DIR":  # read by both settings classes' model_config
+                continue
             if var.startswith("RESONFL_"):
                 field = var.removeprefix("RESONFL_").lower()
                 assert field in known, f"{name}: {var} is not a setting ({sorted(known)})"
@@ -88,13 +90,28 @@ def test_site_workers_get_their_own_volume_and_no_server_secret() -> None:
         assert "--token" not in svc["command"], "tokens go in the environment, not in `ps`"
         assert {v for v in svc["environment"] if v.startswith("RESONFL_")} == {
             "RESONFL_API_URL",
-            "RESONFL_BROKER_URL",
-            "RESONFL_SITE_TOKEN",
             "RESONFL_HEARTBEAT_S",
+            "RESONFL_SECRETS_DIR",
         }
+        targets = {s["target"] for s in svc["secrets"]}  # files: docs/security.md
+        assert targets == {"resonfl_site_token", "resonfl_broker_url"}
         volumes.add(svc["volumes"][0].split(":")[0])
     assert len(volumes) == 2 and not volumes & set(services["api"]["volumes"])
     assert services["aggregator"]["volumes"] == services["api"]["volumes"]
+
+
+def test_processes_that_start_job_code_get_their_secrets_as_files() -> None:
+    services = our_services()
+    aggregator = services["aggregator"]
+    assert not {"RESONFL_SECRET_KEY", "RESONFL_DATABASE_URL", "RESONFL_REDIS_URL"} & set(
+        aggregator["environment"]
+    )
+    assert set(aggregator["secrets"]) == {
+        "resonfl_secret_key",
+        "resonfl_database_url",
+        "resonfl_redis_url",
+    }
+    assert aggregator["environment"]["RESONFL_SECRETS_DIR"] == "/run/secrets"
 
 
 def test_the_gpu_override_gives_each_site_its_own_gpu_and_the_cuda_image() -> None:
