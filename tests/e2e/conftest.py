@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import CHROMIUM, CHROMIUM_ARGS, EMAIL, PASSWORD
+from e2e_support import CHROMIUM, EMAIL, PASSWORD, chromium_context
 
 
 def output_dir() -> Path:
@@ -111,24 +110,19 @@ def api_token(platform: Any) -> str:
 
 
 @pytest.fixture(scope="session")
-def browser(platform: Any) -> Iterator[Any]:
+def playwright_driver() -> Iterator[Any]:
+    """One Playwright driver for the whole run: its sync API refuses a second one started
+    while the first is alive, so every browser context of every module comes from this."""
     from playwright.sync_api import sync_playwright
 
-    profile = tempfile.mkdtemp(prefix="resonfl-chromium-")
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            accept_downloads=True,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            yield context
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(platform: Any, playwright_driver: Any) -> Iterator[Any]:
+    with chromium_context(playwright_driver) as context:
+        yield context
 
 
 @pytest.fixture

@@ -4,6 +4,10 @@ test folder's `conftest` is a different module of the same name)."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 CHROMIUM = os.environ.get("RESONFL_CHROMIUM", "/usr/bin/chromium")
@@ -34,3 +38,22 @@ def tab_until(page: Any, predicate: str, what: str, limit: int = 80) -> None:
         ):
             return
     raise AssertionError(f"{what} is not reachable with Tab")
+
+
+@contextmanager
+def chromium_context(pw: Any) -> Iterator[Any]:
+    """A fresh Chromium profile of its own (cookies included), closed and removed after."""
+    profile = tempfile.mkdtemp(prefix="resonfl-chromium-")
+    context = pw.chromium.launch_persistent_context(
+        profile,
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS,
+        accept_downloads=True,
+        viewport={"width": 1280, "height": 900},
+    )
+    try:
+        yield context
+    finally:
+        context.close()
+        shutil.rmtree(profile, ignore_errors=True)

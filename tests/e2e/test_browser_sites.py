@@ -9,16 +9,14 @@ job then trains on site-1 and site-2 and the checkpoint downloads.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import CHROMIUM, CHROMIUM_ARGS, EMAIL, PASSWORD, sign_in
+from e2e_support import CHROMIUM, EMAIL, PASSWORD, chromium_context, sign_in
 
 pytestmark = pytest.mark.e2e
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -68,22 +66,11 @@ def _create_user(database_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def sites_page(sites_platform: Any) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    profile = tempfile.mkdtemp(prefix="resonfl-chromium-")
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            accept_downloads=True, viewport={"width": 1280, "height": 900},
-        )  # fmt: skip
-        try:
-            page = context.new_page()
-            page.set_default_timeout(30_000)
-            yield page
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+def sites_page(sites_platform: Any, playwright_driver: Any) -> Iterator[Any]:
+    with chromium_context(playwright_driver) as context:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        yield page
 
 
 def site_cli(plat: Any, site: str, *args: str) -> subprocess.CompletedProcess[str]:
