@@ -10,6 +10,9 @@
    what is left is the exact list of ``name==version`` to add.
 3. **Install** that list with ``uv pip install --target <cache>/<digest> --no-deps``: a plain
    folder that the job process gets on its ``PYTHONPATH`` (bound read-only in its sandbox).
+   Both steps pass ``--no-build``: wheels only. Building a source distribution runs its
+   setup code, unconfined, as the site worker (which can read the site's secret files), so a
+   job could name a package whose build steals the site token; installing a wheel runs none.
 4. **Cache**: the folder is keyed by a digest of the requirement lines, the package sources
    and the platform (Python, installed distributions), and written atomically with its
    report (``resonfl-env.json``); a second job with the same list reuses it.
@@ -253,8 +256,8 @@ def _resolve(
     constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(platform.items())), "utf-8")
     try:
         out = _uv(
-            ["pip", "install", "--dry-run", "--python", sys.executable, "-r", str(req_file),
-             "-c", str(constraints), *policy.source_args()],
+            ["pip", "install", "--dry-run", "--no-build", "--python", sys.executable,
+             "-r", str(req_file), "-c", str(constraints), *policy.source_args()],
             policy, cache_dir, site, timeout_s,
         )
     finally:
@@ -292,8 +295,8 @@ def _install(
     pinned.write_text("".join(f"{p}\n" for p in pins), "utf-8")
     try:
         _uv(
-            ["pip", "install", "--target", str(target), "--no-deps", "--python", sys.executable,
-             "-r", str(pinned), *policy.source_args()],
+            ["pip", "install", "--target", str(target), "--no-deps", "--no-build",
+             "--python", sys.executable, "-r", str(pinned), *policy.source_args()],
             policy, cache_dir, site, timeout_s,
         )
     finally:
@@ -326,6 +329,11 @@ def explain(uv_output: str, policy: RequirementsPolicy, site: str) -> str:
     lines = [ln.strip() for ln in uv_output.splitlines() if ln.strip()]
     detail = " ".join(ln for ln in lines if ln.startswith(("error", "cause", "hint")))[:600]
     lowered = uv_output.lower()
+    if "no-build" in lowered or "building source distributions is disabled" in lowered:
+        return (
+            f"site {site} installs wheels only (building a source distribution would run its "
+            f"setup code on the site, outside the sandbox): {detail or lines[-1:]}"
+        )
     if any(word in lowered for word in _NO_ROUTE):
         return (
             f"site {site} has no route to the package index {policy.source_text()}: cannot "

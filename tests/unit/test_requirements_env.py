@@ -80,3 +80,32 @@ def test_no_route_to_the_index_says_so(tmp_path: Path) -> None:
 
 def test_no_requirements_build_nothing(tmp_path: Path) -> None:
     assert build_env(["# only a comment", ""], RequirementsPolicy(), tmp_path / "c") is None
+
+
+def test_a_source_distribution_is_never_built_on_the_site(tmp_path: Path) -> None:
+    """Building an sdist runs its setup.py unconfined, as the site worker (which can read the
+    site's secret files): the site installs wheels only, and says so."""
+    import io
+    import tarfile
+
+    marker = tmp_path / "setup-py-ran"
+    links = tmp_path / "links"
+    links.mkdir()
+    files = {
+        "resonfl_evil-1.0/PKG-INFO": "Metadata-Version: 2.1\nName: resonfl_evil\nVersion: 1.0\n",
+        "resonfl_evil-1.0/setup.py": (
+            f"open({str(marker)!r}, 'w').write('ran')\n"
+            "from setuptools import setup\nsetup(name='resonfl_evil', version='1.0')\n"
+        ),
+    }
+    with tarfile.open(links / "resonfl_evil-1.0.tar.gz", "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+    policy = RequirementsPolicy(mode="any", find_links=(str(links),), no_index=True)
+    with pytest.raises(RequirementsError, match="wheels only"):
+        build_env(["resonfl_evil"], policy, tmp_path / "cache", site="s1")
+    assert not marker.exists()
