@@ -78,8 +78,8 @@ WHEN: dict[str, str] = {
         "BatchNorm. Costs accuracy, most on small sites."
     ),
     "resonfl.fl.secagg.SecAggFedAvg": (
-        "The server may see only the sum of the updates (SecAgg+). Local simulator only for now: "
-        "the platform refuses it until its key exchange runs through the API."
+        "The server sees only the sum of the updates (SecAgg+): sites mask them before the "
+        "upload, a site that drops mid-round is recovered. At least 3 sites; 8 bytes a weight."
     ),
     "resonfl.fl.workflows.ScatterAndGather": "The default: every site trains every round.",
     "resonfl.fl.workflows.Cyclic": (

@@ -221,3 +221,52 @@ class SiteDecision(Base):
     decided_at: Mapped[datetime | None]
 
     job: Mapped[Job] = relationship(back_populates="decisions")
+
+
+class SecAggStage(enum.StrEnum):
+    """Where a secure-aggregation round is (services/secagg.py): each stage closes when every
+    site still in it has spoken or failed, or at its deadline."""
+
+    KEYS = "keys"  # sites post their two public keys
+    SHARES = "shares"  # sites post their encrypted shares for their neighbours
+    MASKED = "masked"  # sites upload masked vectors (the round's results)
+    UNMASK = "unmask"  # survivors post the shares that remove the masks
+    READY = "ready"  # the aggregator may unmask the sum
+
+
+class SecAggRound(Base):
+    """The stage state of one round of a secure-aggregation job. The sets are frozen as each
+    stage closes, so every party sees the same ones: `sites` (whose keys were taken),
+    `sharers` (who shared), `survivors` (masked vector in) and `dropped` (shared, no vector)."""
+
+    __tablename__ = "secagg_rounds"
+    __table_args__ = (UniqueConstraint("job_id", "round_num"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    round_num: Mapped[int]
+    stage: Mapped[SecAggStage] = mapped_column(str_enum(SecAggStage), default=SecAggStage.KEYS)
+    size: Mapped[int] = mapped_column(BigInteger)  # length of each masked vector
+    stage_timeout_s: Mapped[float]
+    stage_deadline: Mapped[datetime | None]
+    sites: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sharers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    survivors: Mapped[list[str]] = mapped_column(JSON, default=list)
+    dropped: Mapped[list[str]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SecAggMessage(Base):
+    """One site's message of one stage: its public keys, its encrypted shares (recipient ->
+    ciphertext) or its unmask answers (peer -> share). JSON, base64 / decimal strings."""
+
+    __tablename__ = "secagg_messages"
+    __table_args__ = (UniqueConstraint("job_id", "round_num", "kind", "sender"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    round_num: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))  # keys | shares | unmask
+    sender: Mapped[str] = mapped_column(String(63))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

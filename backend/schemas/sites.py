@@ -197,3 +197,43 @@ class SiteJobFiles(BaseModel):
     name: str
     submitter: str
     files: dict[str, str]
+
+
+# -- secure aggregation (services/secagg.py) ------------------------------------------------
+class SecAggKeysIn(BaseModel):
+    """Stage 1: this site's two X25519 public keys (base64, 32 bytes each)."""
+
+    c: str = Field(max_length=64, description="the key that encrypts shares for this site")
+    s: str = Field(max_length=64, description="the key its pair masks are agreed with")
+
+
+class SecAggSharesIn(BaseModel):
+    """Stage 2: per neighbour, the encrypted shares of this site's secrets (base64)."""
+
+    boxes: dict[str, str] = Field(max_length=1000)
+
+
+class SecAggUnmaskIn(BaseModel):
+    """Stage 4: per neighbour, this site's share of its self-mask seed (a survivor) or of its
+    mask key (a dropped site), as a decimal string."""
+
+    shares: dict[str, str] = Field(max_length=1000)
+
+
+class SecAggStatePublic(BaseModel):
+    """A round's secure-aggregation stage as one site may see it."""
+
+    job_id: int
+    round: int
+    stage: Literal["keys", "shares", "masked", "unmask", "ready"]
+    stage_deadline: str | None = None
+    size: int = Field(description="length of each masked vector")
+    round_status: str
+    job_status: str
+    result_status: str = Field(description="this site's result in the round")
+    sites: list[str] | None = Field(None, description="whose keys the key exchange took")
+    keys: dict[str, dict[str, str]] | None = None
+    sharers: list[str] | None = Field(None, description="who shared: the sites of the sum")
+    inbox: dict[str, str] | None = Field(None, description="sender -> shares for this site")
+    survivors: list[str] | None = None
+    dropped: list[str] | None = None

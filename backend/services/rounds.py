@@ -45,13 +45,14 @@ from resonfl_server.backend.models import (
     ResultStatus,
     Round,
     RoundStatus,
+    SecAggRound,
     Site,
     SiteDecision,
     SiteResult,
     SiteStatus,
     utcnow,
 )
-from resonfl_server.backend.services import folds
+from resonfl_server.backend.services import folds, secagg
 from resonfl_server.backend.services.dispatch import Dispatcher
 from resonfl_server.backend.storage import ArtifactStore
 from resonfl.job import REQUIREMENTS
@@ -208,6 +209,7 @@ def record_result(
         return False
     if rnd.status != RoundStatus.RUNNING:
         return False
+    advance_secure(session, job, rnd)  # a SecAgg round: its stages move on with the results
     if not _round_is_due(session, job, rnd):
         if dispatcher is not None and site is not None:
             dispatcher.send_fold(job_id, round_num, site)
@@ -215,6 +217,22 @@ def record_result(
     if dispatcher is not None:
         dispatcher.send_aggregate(job_id, round_num)
     return True
+
+
+def advance_secure(
+    session: Session, job: Job, rnd: Round, dispatcher: Dispatcher | None = None
+) -> SecAggRound | None:
+    """Close the stages of a secure-aggregation round that can close now (services/secagg.py);
+    the one call that makes it ready sends the aggregate (when given a dispatcher). None for
+    a round without SecAgg."""
+    row = secagg.state_of(session, job.id, rnd.number)
+    if row is None or job.status != JobStatus.RUNNING or rnd.status != RoundStatus.RUNNING:
+        return row
+    results = _results(session, job.id, rnd.number)
+    ready = secagg.advance(session, row, results, lambda: _results_due(session, job, rnd))
+    if ready and dispatcher is not None:
+        dispatcher.send_aggregate(job.id, rnd.number)
+    return secagg.state_of(session, job.id, rnd.number)
 
 
 def fold_arrived(
@@ -272,7 +290,16 @@ def fold_arrived(
 
 
 def _round_is_due(session: Session, job: Job, rnd: Round) -> bool:
-    """Enough results for the workflow, every expected site has answered, or too few can."""
+    """Enough results for the workflow, every expected site has answered, or too few can;
+    a secure-aggregation round once its unmask stage closed too."""
+    row = secagg.state_of(session, job.id, rnd.number)
+    if row is not None:
+        return row.stage == secagg.SecAggStage.READY
+    return _results_due(session, job, rnd)
+
+
+def _results_due(session: Session, job: Job, rnd: Round) -> bool:
+    """The results rule of `_round_is_due` (a SecAgg round's masked stage closes by it)."""
     results = _results(session, job.id, rnd.number)
     done = sum(r.status == ResultStatus.DONE for r in results)
     pending = sum(r.status in PENDING_RESULT for r in results)
@@ -376,6 +403,12 @@ def _aggregate_claimed(
     fold = _taken_fold(job.id, rnd, set(done))
     if fold is None:
         fold = _open_fold(store, job, rnd, spec)
+    secure = secagg.state_of(session, job.id, round_num)
+    if secure is not None:
+        from resonfl.fl.secagg import Transcript  # lazy: torch
+
+        use_transcript = getattr(fold.aggregator, "use_transcript")  # noqa: B009 - SecAgg's
+        use_transcript(Transcript(**secagg.transcript(session, secure)))
     try:
         for site in sorted(set(done) - fold.seen):
             fold.fold(_site_update(store, done[site]))
@@ -440,6 +473,8 @@ def _open_fold(store: ArtifactStore, job: Job, rnd: Round, spec: _Spec | None = 
     spec = spec or _load_spec(store, job.id)
     global_path = _verified(store, rnd.weights_key, rnd.weights_sha256, "global weights")
     aggregator = spec.job.build_aggregator()
+    if getattr(aggregator, "secure_aggregation", False):
+        aggregator.take_masked_uploads()  # sites send masked vectors (services/secagg.py)
     # Round 0's weights (built in the sandbox) name the parameters; later rounds get them back
     # from the aggregator state saved with round r-1 (RoundFold restores it first).
     aggregator.bind_model(read_parameter_names(global_path))
@@ -570,10 +605,14 @@ def _reconcile_round(
                 res.error = f"no result before the round deadline {rnd.deadline.isoformat()}"
                 report.failed_sites.append((job.id, rnd.number, res.site))
         session.commit()
+        secure = advance_secure(session, job, rnd)
+        if secure is not None and secure.stage != secagg.SecAggStage.READY:
+            return  # the survivors' unmask answers are awaited (until the stage's deadline)
         dispatcher.send_aggregate(job.id, rnd.number)  # aggregates or fails with the reason
         report.aggregated.append((job.id, rnd.number))
         return
     _redispatch_silent(session, job, rnd, sites, heartbeat_timeout_s, now, dispatcher, report)
+    advance_secure(session, job, rnd)  # stage deadlines of a SecAgg round
     if _round_is_due(session, job, rnd):
         dispatcher.send_aggregate(job.id, rnd.number)
         report.aggregated.append((job.id, rnd.number))
@@ -742,6 +781,8 @@ def _open_round(
     """Store the weights entering round `number`, create the round and its results; commit.
     With `sha256` (the writer's hash of a file in the store's scratch) the file is moved in,
     not copied and hashed again."""
+    timeout = _secure_stage_timeout(spec)
+    vector = secagg.vector_size(weights) if timeout is not None else 0  # before it is moved
     if sha256 is None:
         key, digest, size = store.put_file(weights)
     else:
@@ -764,9 +805,23 @@ def _open_round(
     )
     for site in sites:
         session.add(SiteResult(job_id=job.id, round_num=number, site=site))
+    if timeout is not None:  # its stages go through the API: services/secagg.py
+        secagg.open_round(session, job.id, number, vector, timeout)
     job.current_round = number
     session.commit()
     return sites
+
+
+def _secure_stage_timeout(spec: _Spec) -> float | None:
+    """A secure-aggregation job's stage timeout (its aggregator's `stage_timeout_s`), else None."""
+    from resonfl.fl.base import Aggregator, resolve_class  # lazy: torch (aggregator only)
+
+    fed = spec.job.federation
+    cls = cast("type[Aggregator]", resolve_class(fed.aggregator_path, Aggregator))
+    if not getattr(cls, "secure_aggregation", False):
+        return None
+    args = cls.Args.model_validate(fed.aggregator_args)
+    return float(getattr(args, "stage_timeout_s"))  # noqa: B009 - SecAggArgs
 
 
 def _verified(store: ArtifactStore, key: str | None, sha256: str | None, what: str) -> Path:

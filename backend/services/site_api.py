@@ -28,7 +28,7 @@ from resonfl_server.backend.models import (
     SiteResult,
     User,
 )
-from resonfl_server.backend.services import rounds
+from resonfl_server.backend.services import rounds, secagg
 from resonfl_server.backend.services.archives import tree, write_zip
 from resonfl_server.backend.services.dispatch import Dispatcher
 from resonfl_server.backend.services.errors import (
@@ -142,6 +142,8 @@ def set_state(
     result = _result_row(session, job.id, round_num, site.name)
     if result.status == ResultStatus.DONE:
         raise Conflict(f"site {site.name!r} already delivered round {round_num}")
+    if result.status == ResultStatus.FAILED and state != "failed" and _left_out(session, job, round_num):
+        raise Conflict(f"site {site.name!r} is out of round {round_num}: {result.error}")
     if log is not None:
         result.log_key = _put_log(session, store, job.id, log)
     if sandbox is not None:  # the confinement job code ran under, kept for a failed round too
@@ -154,6 +156,59 @@ def set_state(
         return result
     _hand_over(session, job.id, round_num, dispatcher)
     return result
+
+
+def _left_out(session: Session, job: Job, round_num: int) -> bool:
+    """A failed result of a secure-aggregation round stays failed: the site missed a stage."""
+    return secagg.state_of(session, job.id, round_num) is not None
+
+
+# -- secure aggregation's stages (services/secagg.py) -------------------------------------
+def secagg_view(
+    session: Session, site: Site, job_id: int, round_num: int, dispatcher: Dispatcher
+) -> dict[str, Any]:
+    """The round's secure-aggregation stage as `site` may see it, after closing whatever
+    stage can close now (a deadline passed, the last message came)."""
+    job, rnd, result = _secure_round(session, site, job_id, round_num)
+    row = rounds.advance_secure(session, job, rnd, dispatcher)
+    assert row is not None
+    out = secagg.view(session, row, site.name)
+    out["round_status"] = _round(session, job.id, round_num).status.value  # type: ignore[union-attr]
+    out["job_status"] = job.status.value
+    out["result_status"] = result.status.value
+    return out
+
+
+def secagg_post(
+    session: Session,
+    site: Site,
+    job_id: int,
+    round_num: int,
+    kind: str,
+    body: dict[str, Any],
+    dispatcher: Dispatcher,
+) -> dict[str, Any]:
+    """Take `site`'s message of stage `kind` (keys, shares, unmask), then advance the round."""
+    job, rnd, result = _secure_round(session, site, job_id, round_num)
+    row = rounds.advance_secure(session, job, rnd, dispatcher)
+    assert row is not None
+    if job.status != JobStatus.RUNNING or rnd.status != RoundStatus.RUNNING:
+        raise Conflict(f"job {job_id} round {round_num} is over; secure-aggregation messages are not taken")
+    secagg.post(session, row, result, kind, body)
+    return secagg_view(session, site, job_id, round_num, dispatcher)
+
+
+def _secure_round(
+    session: Session, site: Site, job_id: int, round_num: int
+) -> tuple[Job, Round, SiteResult]:
+    job = get_job_for_site(session, site, job_id)
+    rnd = _round(session, job.id, round_num)
+    if rnd is None or secagg.state_of(session, job.id, round_num) is None:
+        raise NotFound(f"job {job_id} round {round_num} has no secure aggregation")
+    result = session.scalar(_result_query(job.id, round_num, site.name))
+    if result is None:
+        raise Forbidden(f"site {site.name!r} is not asked to train round {round_num}")
+    return job, rnd, result
 
 
 Stored = tuple[str, str, int]  # (artifact key, sha256, size) of weights already in the store
@@ -227,6 +282,9 @@ def _record(
             )
         if not is_safetensors(store.path(key)):
             raise InvalidSubmission("weights", "", "not a safetensors file")
+        secure = secagg.state_of(session, job.id, round_num)
+        if secure is not None:  # a masked vector, from a site that shared, in its stage
+            secagg.check_upload(secure, site.name, store.path(key))
         session.add(Artifact(key=key, sha256=digest, size=size, kind="update", job_id=job.id))
         result = _result_row(session, job.id, round_num, site.name)
         log = meta.get("log")

@@ -83,7 +83,6 @@ def submit_folder(
     """Validate, store and start a job folder the server assembled (an upload, a twin); the
     folder is moved into the job's workspace."""
     spec = _validate(folder)
-    _check_platform_ready(spec)
     _check_sites_registered(session, spec)
     job = _persist(session, store, owner, folder, spec, twin_of_id)
     from resonfl_server.backend.services import rounds  # the round state machine (its own module)
@@ -211,21 +210,6 @@ def _validate(folder: Path) -> JobSpec:
     if spec.model_checkpoint is not None:
         check_checkpoint(Path(spec.model_checkpoint))
     return spec
-
-
-def _check_platform_ready(spec: JobSpec) -> None:
-    """An aggregator whose protocol the platform cannot carry yet (SecAgg's key exchange
-    through the API) is refused, not run without the guarantee it promises."""
-    from resonfl.fl.base import Aggregator, resolve_class  # lazy: torch (validation loaded it)
-
-    path = spec.federation.aggregator_path
-    if not getattr(resolve_class(path, Aggregator), "platform_ready", True):
-        raise InvalidSubmission(
-            SERVER_CONFIG,
-            "components[aggregator].path",
-            f"{path} runs in the local simulator only (resonfl simulate): the platform does not "
-            "carry its key exchange through the API yet, and would see each update in the clear",
-        )
 
 
 def _check_sites_registered(session: Session, spec: JobSpec) -> None:

@@ -30,8 +30,6 @@ from resonfl.fl.registry import aggregator_classes, class_path
 NOT_IN_WIZARD = {
     "CyclicAggregator": "the Cyclic workflow picks it (the one update becomes the global); "
     "it is not an aggregator to choose on its own",
-    "SecAggFedAvg": "runs in the local simulator only: the platform does not carry its key "
-    "exchange through the API yet, and refuses such jobs (docs/privacy.md)",
 }
 
 

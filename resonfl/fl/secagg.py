@@ -27,11 +27,16 @@ that lies about who dropped is stopped by each site refusing to reveal both shar
 peer). Quantization error per weight: at most clip_range / (2^bits - 1) (rounding to the
 nearest step), and values beyond +-clip_range are clipped.
 
-What runs where: this module is the protocol, pure (no transport). `SecAggFedAvg` runs it in
-the same process as the loop (`resonfl.catalog.inprocess`, the simulator): each site's
-`SecAggClient` object holds its own secrets and the `SecAggServer` object sees only public
-keys, ciphertexts, masked vectors and shares. The platform does not carry the stages through
-its API yet, so the platform refuses SecAgg jobs (docs/privacy.md says what is missing).
+What runs where: this module is the protocol, pure (no transport).
+* On the platform each site worker runs its own `SecAggClient` (`workers/site/secagg.py`)
+  and masks its update before the upload; the API carries the four stages and keeps each
+  round's stage state (`backend/services/secagg.py`); the aggregator folds masked vectors
+  only and unmasks their sum from the stage-4 answers (`SecAggFedAvg` in masked mode, given
+  the round's `Transcript`).
+* In one process (`resonfl.catalog.inprocess`, the simulator) `SecAggFedAvg` runs
+  `SecureRound`: each site's `SecAggClient` object holds its own secrets and the
+  `SecAggServer` object sees only public keys, ciphertexts, masked vectors and shares, but
+  the plaintext updates passed through the loop's process first (the math, not the guarantee).
 """
 
 from __future__ import annotations
@@ -52,11 +57,21 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, Field
 
-from resonfl.fl.base import Aggregator, FLError, NoUpdatesError, StateDict
+from resonfl.fl.base import (
+    Aggregator,
+    DuplicateUpdateError,
+    FLError,
+    InvalidUpdateError,
+    NoUpdatesError,
+    RoundClosedError,
+    StateDict,
+)
 from resonfl.fl.fedavg import cast_like
 
 PRIME = 2**521 - 1  # Shamir's field: a Mersenne prime above any 32-byte secret
 RING = 2**64  # masked values live in Z_2^64 (numpy uint64 arithmetic wraps exactly there)
+MASKED_KEY = "secagg.masked"  # the one tensor of a masked upload (safetensors, uint64)
+SHARE_BYTES = 66  # a Shamir share (below 2^521) as big-endian bytes
 
 
 class SecAggError(FLError, RuntimeError):
@@ -164,6 +179,13 @@ class SecAggArgs(BaseModel):
         "blank = all (SecAgg). A dropout is recovered while more than threshold x neighbours of "
         "each site survive",
     )
+    stage_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="on the platform: how long the server waits for the sites' keys, shares "
+        "and unmask answers of a stage before it goes on without the silent ones",
+    )
 
     def check_sites(self, sites: list[str]) -> None:
         if len(sites) < 3:
@@ -227,6 +249,16 @@ class SecAggClient:
         """Stage 1: (c public key, s public key)."""
         return _public_bytes(self._c), _public_bytes(self._s)
 
+    def join(self, params: Params) -> None:
+        """The key exchange closed: ``params.sites`` are the sites whose keys the server
+        took (on the platform the keys go out before anyone knows who will make it)."""
+        if self.site not in params.sites:
+            raise SecAggError(
+                f"{self.site}: not among the sites of round {params.round_num}'s key exchange "
+                f"{list(params.sites)} (its keys came too late): it sits this round out"
+            )
+        self.params = params
+
     def encrypted_shares(self, keys: Mapping[str, tuple[bytes, bytes]]) -> dict[str, bytes]:
         """Stage 2: shares of b and s_sk for each neighbour, each encrypted for it alone."""
         self._keys = dict(keys)
@@ -241,16 +273,21 @@ class SecAggClient:
         out = {}
         for peer in peers:
             x = self.params.x(peer)
-            plain = b_shares[x].to_bytes(66, "big") + s_shares[x].to_bytes(66, "big")
+            plain = b_shares[x].to_bytes(SHARE_BYTES, "big") + s_shares[x].to_bytes(SHARE_BYTES, "big")
             out[peer] = self._seal(peer, plain)
         return out
 
     def masked_update(self, vector: np.ndarray, inbox: Mapping[str, bytes]) -> np.ndarray:
-        """Stage 3: the quantized, weighted vector plus its masks, on Z_2^64."""
+        """Stage 3: the quantized, weighted vector plus its masks, on Z_2^64. Pair masks only
+        with the neighbours whose shares arrived (``inbox``): a neighbour that never shared
+        could not be unmasked if it dropped, so it is left out of this site's masks (the
+        server drops it from the round likewise)."""
         self._inbox = dict(inbox)
         masked = vector.astype(np.uint64, copy=True)
         masked += prg(self._b, masked.size)
         for peer in self.params.neighbours(self.site):
+            if peer not in self._inbox:
+                continue
             seed = _kdf(_agree(self._s, self._keys[peer][1]), self.params.info(self.site, peer))
             mask = prg(seed, masked.size)
             if self.site < peer:
@@ -273,7 +310,7 @@ class SecAggClient:
             if peer not in self._inbox:
                 continue
             plain = self._open(peer, self._inbox[peer])
-            b_share, s_share = plain[:66], plain[66:]
+            b_share, s_share = plain[:SHARE_BYTES], plain[SHARE_BYTES:]
             if peer in survivors:
                 out[peer] = int.from_bytes(b_share, "big")
             elif peer in dropped:
@@ -302,6 +339,7 @@ class SecAggServer:
     keys: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
     mail: dict[str, dict[str, bytes]] = field(default_factory=dict)  # recipient -> sender -> box
     masked: dict[str, np.ndarray] = field(default_factory=dict)
+    sharers: frozenset[str] | None = None  # who shared (the platform's record); else from mail
 
     def add_keys(self, site: str, keys: tuple[bytes, bytes]) -> None:
         self.keys[site] = keys
@@ -325,6 +363,8 @@ class SecAggServer:
         return survivors, dropped
 
     def _sharers(self) -> set[str]:
+        if self.sharers is not None:
+            return set(self.sharers)
         return {sender for boxes in self.mail.values() for sender in boxes}
 
     def unmasked_sum(self, answers: Mapping[str, Mapping[str, int]]) -> np.ndarray:
@@ -432,18 +472,46 @@ class SecureRound:
         return self.server.unmasked_sum(answers)
 
 
+@dataclass(frozen=True)
+class Transcript:
+    """What the platform's job store recorded of one round's stages (the server's view):
+    the sites of the key exchange and their public keys, who shared, who survived (masked
+    vector in) and who dropped (shared, no vector), and each survivor's unmask answers."""
+
+    sites: tuple[str, ...]
+    keys: Mapping[str, tuple[bytes, bytes]]
+    sharers: frozenset[str]
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    answers: Mapping[str, Mapping[str, int]]
+
+
 class SecAggFedAvg(Aggregator):
     """FedAvg under SecAgg+ masks: the server side sees masked vectors and their sum only."""
 
     Args = SecAggArgs
     args: SecAggArgs
-    platform_ready = False  # the API does not carry the four stages yet (docs/privacy.md)
+    # the platform carries the four stages through the API (backend/services/secagg.py) and
+    # calls `take_masked_uploads` and `use_transcript`: sites upload masked vectors only
+    secure_aggregation = True
 
     def __init__(self, args: Any = None) -> None:
         super().__init__(args)
         self._secure_round: SecureRound | None = None
         self._planned: list[str] | None = None
         self.dropped: list[str] = []
+        self._masked_mode = False
+        self._masked: dict[str, np.ndarray] = {}
+        self._transcript: Transcript | None = None
+
+    def take_masked_uploads(self) -> None:
+        """Platform mode: each `accept` gets a site's masked vector (``{MASKED_KEY: uint64}``,
+        masked on the site), never its weights; `aggregate` unmasks the sum with the round's
+        `Transcript` (`use_transcript`)."""
+        self._masked_mode = True
+
+    def use_transcript(self, transcript: Transcript) -> None:
+        self._transcript = transcript
 
     def expect_sites(self, sites: Sequence[str]) -> None:
         """The sites asked to train this round: their keys are exchanged before any update."""
@@ -453,11 +521,34 @@ class SecAggFedAvg(Aggregator):
         self._begin_round(global_weights, round_num)
         self._secure_round = None
         self.dropped = []
+        self._masked = {}
 
     def accept(self, site: str, weights: StateDict, num_samples: int) -> None:
+        if self._masked_mode:
+            self._accept_masked(site, weights)
+            return
         n = self._admit(site, weights, num_samples)
         secure = self._secure(site)
         secure.submit(site, encode(self._open_global(), weights, n, self.args))
+
+    def _accept_masked(self, site: str, upload: Mapping[str, torch.Tensor]) -> None:
+        self._open_global()
+        if self._result is not None:
+            raise RoundClosedError(f"round {self.round_num} is aggregated already")
+        if site in self._masked:
+            raise DuplicateUpdateError(f"{site} already sent its masked vector this round")
+        size = vector_size(self._open_global())
+        tensor = upload.get(MASKED_KEY)
+        if set(upload) != {MASKED_KEY} or tensor is None:
+            raise InvalidUpdateError(
+                f"a secure-aggregation upload holds one tensor {MASKED_KEY!r}, got {sorted(upload)[:5]}"
+            )
+        if tensor.dtype != torch.uint64 or tuple(tensor.shape) != (size,):
+            raise InvalidUpdateError(
+                f"{MASKED_KEY} must be uint64 of shape ({size},), got {tensor.dtype} "
+                f"{tuple(tensor.shape)}"
+            )
+        self._masked[site] = tensor.numpy().copy()
 
     def _secure(self, site: str) -> SecureRound:
         if self._secure_round is None:
@@ -475,19 +566,51 @@ class SecAggFedAvg(Aggregator):
     def aggregate(self) -> StateDict:
         global_weights = self._open_global()
         if self._result is None:
-            if self._secure_round is None:
-                raise NoUpdatesError(f"round {self.round_num}: no update was accepted")
-            self.dropped = self._secure_round.server.survivors_and_dropped()[1]
-            self._result = decode(global_weights, self._secure_round.finish(), self.args)
+            if self._masked_mode:
+                self._result = decode(global_weights, self._unmask_uploads(), self.args)
+            else:
+                if self._secure_round is None:
+                    raise NoUpdatesError(f"round {self.round_num}: no update was accepted")
+                self.dropped = self._secure_round.server.survivors_and_dropped()[1]
+                self._result = decode(global_weights, self._secure_round.finish(), self.args)
         return dict(self._result)
 
+    def _unmask_uploads(self) -> np.ndarray:
+        """The masked vectors' sum, unmasked with the transcript's answers (platform mode)."""
+        t = self._transcript
+        if t is None:
+            raise SecAggError(f"round {self.round_num}: no transcript of the stages was given")
+        if not t.survivors:
+            raise NoUpdatesError(f"round {self.round_num}: no masked vector survived")
+        missing = [s for s in t.survivors if s not in self._masked]
+        if missing:
+            raise SecAggError(
+                f"round {self.round_num}: the masked vectors of {missing} were refused after the "
+                "sites were told they survived: the sum cannot be unmasked"
+            )
+        params = Params(
+            int(self.round_num or 0), tuple(t.sites), vector_size(self._open_global()), self.args
+        )
+        server = SecAggServer(params, keys=dict(t.keys), sharers=t.sharers)
+        for site in t.survivors:
+            server.add_masked(site, self._masked[site])
+        survivors, dropped = server.survivors_and_dropped()
+        if survivors != sorted(t.survivors) or dropped != sorted(t.dropped):
+            raise SecAggError(
+                f"round {self.round_num}: the uploads ({survivors} in, {dropped} dropped) do not "
+                f"match the survivors the sites were told ({list(t.survivors)})"
+            )
+        self.dropped = dropped
+        return server.unmasked_sum(t.answers)
+
     def round_metrics(self, site_metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-        if self._secure_round is None:
+        if self._secure_round is None and not self._masked_mode:
             return {}
         return {"secagg_dropped_sites": float(len(self.dropped))}
 
 
 __all__ = [
+    "MASKED_KEY",
     "Params",
     "SecAggArgs",
     "SecAggClient",
@@ -495,6 +618,7 @@ __all__ = [
     "SecAggFedAvg",
     "SecAggServer",
     "SecureRound",
+    "Transcript",
     "decode",
     "encode",
     "join_secret",

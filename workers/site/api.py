@@ -130,3 +130,18 @@ class SiteAPI(ApiClient):
             return dict(resp.json())
 
         return self.call(send, f"POST {path}")
+
+    def secagg(self, job_id: int, round_num: int) -> dict[str, Any]:
+        """The round's secure-aggregation stage as this site may see it."""
+        resp = self.request("GET", f"/site/jobs/{job_id}/rounds/{round_num}/secagg")
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def secagg_post(
+        self, job_id: int, round_num: int, kind: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """This site's message of stage `kind` (keys, shares, unmask); the stage after it."""
+        path = f"/site/jobs/{job_id}/rounds/{round_num}/secagg/{kind}"
+        resp = self.request("POST", path, json=body)
+        resp.raise_for_status()
+        return dict(resp.json())

@@ -24,6 +24,7 @@ from resonfl_server.workers.site.api import SiteAPI
 from resonfl_server.workers.site.config import SiteConfig
 from resonfl_server.workers.site.files import ensure_bundle, fetch_data_root
 from resonfl_server.workers.site.environments import prepare_requirements
+from resonfl_server.workers.site.secagg import SecureRound, secure_args
 from resonfl_server.workers.site.processes import (
     STATE,
     close_job_process,
@@ -81,8 +82,6 @@ def refusal(cfg: SiteConfig, job: Job, info: dict[str, Any]) -> str | None:
 def _train(
     api: SiteAPI, cfg: SiteConfig, job_id: int, round_num: int, info: dict[str, Any]
 ) -> str:
-    from resonfl.fl.shareable import sha256_file  # lazy: torch
-
     started = time.monotonic()
     phases: dict[str, float] = {"start": time.time()}  # wall clock: the server's is the same
     job_dir = ensure_bundle(api, cfg, job_id)
@@ -107,6 +106,43 @@ def _train(
         api.state(job_id, round_num, "failed", error=str(exc))
         return f"failed: {exc}"
     api.state(job_id, round_num, "training")
+    secure = _secure_round(api, cfg, job, job_id, round_num)
+    try:
+        return _run_round(api, cfg, job_id, round_num, job_dir, job, gpus, job_env_dir,
+                          started, phases, secure)  # fmt: skip
+    finally:
+        if secure is not None:
+            secure.stop()
+
+
+def _secure_round(
+    api: SiteAPI, cfg: SiteConfig, job: Job, job_id: int, round_num: int
+) -> SecureRound | None:
+    """A secure-aggregation job: this site's keys go out now, its shares while it trains."""
+    args = secure_args(job)
+    if args is None:
+        return None
+    secure = SecureRound(api, cfg.site, job_id, round_num, args, job.federation.round_timeout_s)
+    secure.start()
+    return secure
+
+
+def _run_round(
+    api: SiteAPI,
+    cfg: SiteConfig,
+    job_id: int,
+    round_num: int,
+    job_dir: Path,
+    job: Job,
+    gpus: list[dict[str, Any]],
+    job_env_dir: Path | None,
+    started: float,
+    phases: dict[str, float],
+    secure: SecureRound | None,
+) -> str:
+    from resonfl.fl.shareable import sha256_file  # lazy: torch
+
+    fed = job.federation
     work = cfg.data_root / "jobs" / str(job_id) / "rounds" / f"{round_num}-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     weights_in = work / "global.safetensors"
@@ -161,20 +197,26 @@ def _train(
     _spend_wall(job_root, phases["run_s"])
     if round_num >= fed.num_rounds - 1:
         close_job_process(job_id)  # its last round: nothing more will come for it
+    upload, samples = Path(result.weights_path), result.samples
+    if secure is not None:  # the update leaves this worker masked, its samples count inside
+        upload = secure.mask(weights_in, upload, result.samples, work / "masked.safetensors")
+        samples = 1  # the server learns only the sum of the counts (in the masked vector)
     # the log goes with this report: the upload's meta travels in a header, kept small
     api.state(job_id, round_num, "uploading", log_text=_sandbox_line() + result.log)
     meta = {
-        "samples": result.samples,
+        "samples": samples,
         "metrics": result.metrics,
         "train_s": result.train_s,
         "total_s": time.monotonic() - started,
-        "sha256": sha256_file(result.weights_path),
+        "sha256": sha256_file(upload),
         "phases": _phases(phases, run_mark - mark, ran_s, result),
         "sandbox": confine.current().describe(),
     }
     mark = time.monotonic()
-    api.upload(job_id, round_num, Path(result.weights_path), meta, attempt=attempt)
+    api.upload(job_id, round_num, upload, meta, attempt=attempt)
     phases["upload_s"] = time.monotonic() - mark
+    if secure is not None:
+        log.info("job %s round %s: %s", job_id, round_num, secure.unmask())
     # one parseable line per round: the round benchmark (bench/rounds.py) splits overhead with it
     log.info("round timings %s", json.dumps({"job": job_id, "round": round_num, **phases}))
     shutil.rmtree(work, ignore_errors=True)

@@ -26,6 +26,10 @@ from resonfl_server.backend.schemas.sites import (
     HeartbeatOut,
     ResultAccepted,
     ResultMeta,
+    SecAggKeysIn,
+    SecAggSharesIn,
+    SecAggStatePublic,
+    SecAggUnmaskIn,
     SiteEnvironmentIn,
     SiteApprovalPublic,
     SiteApprovalsPublic,
@@ -197,6 +201,72 @@ def update_job_environment(
 ) -> None:
     """What this site installed for the job's requirements.txt and how long it took."""
     site_api.record_environment(session, store, site, job_id, body.model_dump())
+
+
+SECAGG = "/jobs/{job_id}/rounds/{round_num}/secagg"
+
+
+@router.get(SECAGG, response_model=SecAggStatePublic)
+def read_secagg_state(
+    job_id: JobId,
+    round_num: RoundNum,
+    session: SessionDep,
+    site: CurrentSite,
+    dispatcher: DispatcherDep,
+) -> SecAggStatePublic:
+    """A secure-aggregation round's stage and what this site may read of it: everyone's
+    public keys once the key exchange closed, the shares addressed to it once the share
+    stage closed, survivors and dropped sites once the uploads are in."""
+    view = site_api.secagg_view(session, site, job_id, round_num, dispatcher)
+    return SecAggStatePublic.model_validate(view)
+
+
+@router.post(SECAGG + "/keys", response_model=SecAggStatePublic)
+def create_secagg_keys(
+    job_id: JobId,
+    round_num: RoundNum,
+    body: SecAggKeysIn,
+    session: SessionDep,
+    site: CurrentSite,
+    dispatcher: DispatcherDep,
+) -> SecAggStatePublic:
+    """Stage 1: this site's public keys (may be replaced while the stage is open)."""
+    view = site_api.secagg_post(
+        session, site, job_id, round_num, "keys", body.model_dump(), dispatcher
+    )
+    return SecAggStatePublic.model_validate(view)
+
+
+@router.post(SECAGG + "/shares", response_model=SecAggStatePublic)
+def create_secagg_shares(
+    job_id: JobId,
+    round_num: RoundNum,
+    body: SecAggSharesIn,
+    session: SessionDep,
+    site: CurrentSite,
+    dispatcher: DispatcherDep,
+) -> SecAggStatePublic:
+    """Stage 2: the encrypted shares for each neighbour (once)."""
+    view = site_api.secagg_post(
+        session, site, job_id, round_num, "shares", body.model_dump(), dispatcher
+    )
+    return SecAggStatePublic.model_validate(view)
+
+
+@router.post(SECAGG + "/unmask", response_model=SecAggStatePublic)
+def create_secagg_unmask(
+    job_id: JobId,
+    round_num: RoundNum,
+    body: SecAggUnmaskIn,
+    session: SessionDep,
+    site: CurrentSite,
+    dispatcher: DispatcherDep,
+) -> SecAggStatePublic:
+    """Stage 4: a survivor's shares that remove the masks (once)."""
+    view = site_api.secagg_post(
+        session, site, job_id, round_num, "unmask", body.model_dump(), dispatcher
+    )
+    return SecAggStatePublic.model_validate(view)
 
 
 RESULT_BODY = {

@@ -45,6 +45,10 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/site/jobs/{job_id}/rounds/{round_num}/state"): "site",
     ("POST", "/api/v1/site/jobs/{job_id}/rounds/{round_num}/result"): "site",
     ("POST", "/api/v1/site/jobs/{job_id}/environment"): "site",
+    ("GET", "/api/v1/site/jobs/{job_id}/rounds/{round_num}/secagg"): "site",
+    ("POST", "/api/v1/site/jobs/{job_id}/rounds/{round_num}/secagg/keys"): "site",
+    ("POST", "/api/v1/site/jobs/{job_id}/rounds/{round_num}/secagg/shares"): "site",
+    ("POST", "/api/v1/site/jobs/{job_id}/rounds/{round_num}/secagg/unmask"): "site",
 }
 
 # Expected status class per (row, principal): "ok" = neither 401 nor 403.

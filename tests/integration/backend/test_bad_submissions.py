@@ -180,18 +180,22 @@ def test_a_job_naming_unknown_sites_is_refused_naming_them(
     assert "registered: site-1, site-2" in detail["message"]
 
 
-def test_a_secure_aggregation_job_is_refused_until_the_platform_carries_it(
+def test_a_secure_aggregation_job_with_two_sites_is_refused(
     client: TestClient, tmp_path: Path, user_token: str, assert_nothing_left: None
 ) -> None:
+    """With two sites each could subtract its own update from the sum and read the other's.
+    (The SDK refuses to render such a job; the files are edited by hand after rendering.)"""
     spec = job_spec(tmp_path, shards=False)
     spec.federation.sites = ["site-1", "site-2", "site-3"]
+    spec.federation.min_clients = 2
     spec.federation.aggregator_path = "resonfl.fl.secagg.SecAggFedAvg"
-    response = submit_zip(client, user_token, zip_folder(spec.render(tmp_path / "job")))
+    folder = spec.render(tmp_path / "job")
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["sites"] = meta["deploy_map"]["app"] = ["site-1", "site-2"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    response = submit_zip(client, user_token, zip_folder(folder))
 
     assert response.status_code == 422
     detail = _detail(response)
-    assert (detail["file"], detail["field"]) == (
-        "config_fed_server.json",
-        "components[aggregator].path",
-    )
-    assert "local simulator only" in detail["message"]
+    assert detail["file"] == "config_fed_server.json"
+    assert "at least 3 sites" in detail["message"]
