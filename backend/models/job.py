@@ -79,6 +79,9 @@ class Job(Base):
     decisions: Mapped[list[SiteDecision]] = relationship(
         back_populates="job", order_by="SiteDecision.site", cascade="all, delete-orphan"
     )
+    secagg_rounds: Mapped[list[SecAggRound]] = relationship(
+        order_by="SecAggRound.round_num", cascade="all, delete-orphan", viewonly=False
+    )
 
 
 class Round(Base):

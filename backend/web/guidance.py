@@ -254,4 +254,19 @@ def _privacy_notes(name: str, raw: Raw, key: str, model_source: str) -> list[Not
                 f"{key}__noise_multiplier",
             )
         )
+    if name == "SecAggFedAvg":
+        count = len(sites)
+        survive = "survive one dropout" if count >= 4 else "cannot survive a dropout (4 can)"
+        notes.append(
+            Note(
+                "warn" if 0 < count < 4 else "info",
+                "Secure aggregation: the server sees only the sum",
+                f"Each site masks its update before it leaves the site; {count or 'the'} sites "
+                f"{survive} with the default threshold. It costs twice the upload (8 bytes a "
+                "weight), a key exchange at the start of each round and a short unmask after "
+                "the last upload; it hides updates from the server, not the released model "
+                "(add DP-SGD for that). Each site's metrics stay in the clear.",
+                "aggregator",
+            )
+        )
     return notes

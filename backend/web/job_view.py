@@ -18,6 +18,7 @@ from resonfl_server.backend.models import (
     DecisionStatus,
     Job,
     Round,
+    SecAggRound,
     SiteDecision,
     SiteResult,
     utcnow,
@@ -46,6 +47,7 @@ class RoundRow:
     train_s: float | None = None
     overhead_s: float | None = None
     download: bool = False
+    note: str = ""  # e.g. a secure-aggregation round's stage
 
 
 @dataclass
@@ -310,6 +312,7 @@ def build(
     for res in job.results:
         by_round.setdefault(res.round_num, {})[res.site] = res
     round_rows = {r.number: r for r in job.rounds}
+    secure = {r.round_num: r for r in job.secagg_rounds}  # secure aggregation's stage state
     rows = []
     for number in range(job.num_rounds):
         rnd = round_rows.get(number)
@@ -322,11 +325,17 @@ def build(
                 title = plain_error(found.error) if found.error else ""
                 if found.train_s is not None and not title:
                     title = f"trained {found.train_s:.1f} s on {found.samples or 0} samples"
+                    if number in secure:
+                        title = f"trained {found.train_s:.1f} s; its update left the site masked"
                 cells.append((found.status.value, title))
+        note = ""
+        if rnd is not None and rnd.status.value == "running" and number in secure:
+            note = f"secure aggregation: {_stage(secure[number])}"
         rows.append(
             RoundRow(
                 number=number,
                 status=rnd.status.value if rnd else "pending",
+                note=note,
                 cells=cells,
                 round_s=rnd.round_s if rnd else None,
                 train_s=rnd.train_s_max if rnd else None,
@@ -378,6 +387,17 @@ def build(
         awaiting=[d.site for d in job.decisions if d.status == DecisionStatus.PENDING],
         decisions=list(job.decisions),
     )
+
+
+def _stage(row: SecAggRound) -> str:
+    """Where a secure-aggregation round is, in words (services/secagg.py's stages)."""
+    return {
+        "keys": "exchanging keys",
+        "shares": f"{len(row.sites)} sites sharing secrets",
+        "masked": f"{len(row.sharers)} sites training, uploads masked",
+        "unmask": f"unmasking the sum of {len(row.survivors)} ({len(row.dropped)} dropped)",
+        "ready": "unmasked, aggregating",
+    }[row.stage.value]
 
 
 def _requirements(store: ArtifactStore, job: Job) -> list[str]:

@@ -44,3 +44,14 @@ def test_dp_fedavg_with_few_sites_warns_that_the_noise_drowns_the_update() -> No
         if n.title == "Site-level DP needs many sites"
     )
     assert note.level == "warn" and "/ 4 per weight" in note.text
+
+
+def test_secure_aggregation_says_what_it_hides_and_whether_a_dropout_is_survived() -> None:
+    def note(sites: str):  # type: ignore[no-untyped-def]
+        notes = federation_notes({"aggregator": "secaggfedavg", "sites": sites}, "")
+        return next(n for n in notes if n.title.startswith("Secure aggregation"))
+
+    three, four = note("a,b,c"), note("a,b,c,d")
+    assert three.level == "warn" and "cannot survive a dropout" in three.text
+    assert four.level == "info" and "survive one dropout" in four.text
+    assert "twice the upload" in four.text
