@@ -58,7 +58,7 @@ def load_avg() -> float:
 
 
 # ------------------------------------------------------------------------------ the job
-def bench_job(depth: int, sites: int, rounds: int) -> Any:
+def bench_job(depth: int, sites: int, rounds: int, aggregator: str | None = None) -> Any:
     from resonfl.config import FederationConfig, ModelConfig, TrainingConfig  # after sys.path setup
     from resonfl.job import Job  # after sys.path setup
 
@@ -75,7 +75,9 @@ def bench_job(depth: int, sites: int, rounds: int) -> Any:
             optimizer="sgd", lr=0.01, batch_size=8, local_steps=1, persist_optimizer_state=False
         ),
         federation=FederationConfig(
-            sites=[f"site-{i}" for i in range(1, sites + 1)], num_rounds=rounds
+            sites=[f"site-{i}" for i in range(1, sites + 1)],
+            num_rounds=rounds,
+            **({"aggregator_path": aggregator} if aggregator else {}),
         ),
     )
 
@@ -210,7 +212,8 @@ def run_platform(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out["platform_start_s"] = time.monotonic() - t0
         client = Client(plat.url, plat.admin_token)
         for name in args.models:
-            job_dir = bench_job(MODELS[name], args.sites, args.rounds).render(work / f"job-{name}")
+            job = bench_job(MODELS[name], args.sites, args.rounds, args.aggregator)
+            job_dir = job.render(work / f"job-{name}")
             load_before = load_avg()
             started = time.monotonic()
             job_id = client.submit(job_dir)
@@ -401,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sites", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--peer", choices=["flower"], default=None)
+    parser.add_argument(
+        "--aggregator",
+        default=None,
+        help="aggregator class path (default FedAvg), e.g. resonfl.fl.secagg.SecAggFedAvg: "
+        "what secure aggregation costs a round",
+    )
     parser.add_argument("--json", type=Path, default=REPO / "out" / "bench" / "rounds.json")
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--database-url", default=None)

@@ -81,9 +81,31 @@ class SecAggError(FLError, RuntimeError):
 # ----------------------------------------------------------------------------- primitives
 def prg(seed: bytes, size: int) -> np.ndarray:
     """``size`` uint64 values from ChaCha20 keyed by the 32-byte ``seed`` (a mask)."""
-    nonce = b"\0" * 16
-    stream = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
-    return np.frombuffer(stream.update(b"\0" * (8 * size)), dtype=np.uint64).copy()
+    out = np.zeros(size, dtype=np.uint64)
+    add_masks(out, [(seed, 1)])
+    return out
+
+
+CHUNK = 1 << 17  # values per step of `add_masks` (1 MiB of keystream: stays in cache)
+
+
+def add_masks(target: np.ndarray, masks: Sequence[tuple[bytes, int]]) -> None:
+    """``target += sign x prg(seed)`` for every ``(seed, sign)``, in place on Z_2^64: one
+    chunk of every stream at a time, never a whole mask in memory (a ResNet-18 mask is 90 MB;
+    the keystream is the same bytes as one long call)."""
+    streams = [
+        (Cipher(algorithms.ChaCha20(seed, b"\0" * 16), mode=None).encryptor(), sign)
+        for seed, sign in masks
+    ]
+    zeros = bytes(8 * min(CHUNK, target.size))
+    for start in range(0, target.size, CHUNK):
+        part = target[start : start + CHUNK]
+        for stream, sign in streams:
+            mask = np.frombuffer(stream.update(zeros[: 8 * part.size]), dtype=np.uint64)
+            if sign > 0:
+                part += mask
+            else:
+                part -= mask
 
 
 def _kdf(secret: bytes, info: bytes) -> bytes:
@@ -130,10 +152,17 @@ def join_secret(shares: Mapping[int, int], threshold: int, length: int = 32) -> 
 
 
 def quantize(values: np.ndarray, clip_range: float, bits: int) -> np.ndarray:
-    """Fixed point: [-clip, clip] onto the integers 0 .. 2^bits - 1 (nearest step), uint64."""
+    """Fixed point: [-clip, clip] onto the integers 0 .. 2^bits - 1 (nearest step), uint64.
+    A float64 ``values`` is used as scratch (the callers' own buffer: no copy of a model)."""
     steps = 2**bits - 1
-    clipped = np.clip(values, -clip_range, clip_range)
-    return np.rint((clipped + clip_range) / (2 * clip_range) * steps).astype(np.uint64)
+    work = values if values.dtype == np.float64 else values.astype(np.float64)
+    np.clip(work, -clip_range, clip_range, out=work)
+    work += clip_range
+    work *= steps / (2 * clip_range)
+    np.rint(work, out=work)
+    return work.astype(np.int64).view(
+        np.uint64
+    )  # exact (0 .. 2^bits); numpy's uint64 cast is 30x slower
 
 
 def dequantize_mean(total: np.ndarray, weight: int, clip_range: float, bits: int) -> np.ndarray:
@@ -273,7 +302,9 @@ class SecAggClient:
         out = {}
         for peer in peers:
             x = self.params.x(peer)
-            plain = b_shares[x].to_bytes(SHARE_BYTES, "big") + s_shares[x].to_bytes(SHARE_BYTES, "big")
+            plain = b_shares[x].to_bytes(SHARE_BYTES, "big") + s_shares[x].to_bytes(
+                SHARE_BYTES, "big"
+            )
             out[peer] = self._seal(peer, plain)
         return out
 
@@ -284,16 +315,13 @@ class SecAggClient:
         server drops it from the round likewise)."""
         self._inbox = dict(inbox)
         masked = vector.astype(np.uint64, copy=True)
-        masked += prg(self._b, masked.size)
+        masks = [(self._b, 1)]
         for peer in self.params.neighbours(self.site):
             if peer not in self._inbox:
                 continue
             seed = _kdf(_agree(self._s, self._keys[peer][1]), self.params.info(self.site, peer))
-            mask = prg(seed, masked.size)
-            if self.site < peer:
-                masked += mask
-            else:
-                masked -= mask
+            masks.append((seed, 1 if self.site < peer else -1))
+        add_masks(masked, masks)
         return masked
 
     def unmask_shares(self, survivors: Sequence[str], dropped: Sequence[str]) -> dict[str, int]:
@@ -375,10 +403,10 @@ class SecAggServer:
         total = np.zeros(self.params.size, dtype=np.uint64)
         for site in survivors:
             total += self.masked[site]
+        masks: list[tuple[bytes, int]] = []
         for site in survivors:  # remove each survivor's self mask: rebuild b from shares
             shares = self._shares_of(site, answers)
-            b = join_secret(shares, self.params.threshold(site))
-            total -= prg(b, self.params.size)
+            masks.append((join_secret(shares, self.params.threshold(site)), -1))
         for site in dropped:  # remove a dropped site's pair masks from its surviving neighbours
             shares = self._shares_of(site, answers)
             s_sk = join_secret(shares, self.params.threshold(site))
@@ -386,11 +414,9 @@ class SecAggServer:
                 if peer not in survivors:
                     continue
                 seed = _kdf(_agree(s_sk, self.keys[peer][1]), self.params.info(site, peer))
-                mask = prg(seed, self.params.size)
-                if peer < site:  # the survivor added +mask when its name sorts first
-                    total -= mask
-                else:
-                    total += mask
+                # the survivor added +mask when its name sorts first
+                masks.append((seed, -1 if peer < site else 1))
+        add_masks(total, masks)
         return total
 
     def _shares_of(self, site: str, answers: Mapping[str, Mapping[str, int]]) -> dict[int, int]:
@@ -404,15 +430,24 @@ def encode(
     """What a site masks: samples x q(weights - global) over the float keys, then samples."""
     if not 0 < samples <= args.max_samples:
         raise SecAggError(f"samples must be in 1..{args.max_samples} (max_samples), got {samples}")
-    parts = [
-        (weights[k].detach().to(torch.float64) - g.to(torch.float64)).reshape(-1).numpy()
-        for k, g in global_weights.items()
-        if g.is_floating_point()
-    ]
-    q = quantize(
-        np.concatenate(parts) if parts else np.zeros(0), args.clip_range, args.quantization_bits
-    )
-    return np.concatenate([q * np.uint64(samples), np.array([samples], dtype=np.uint64)])
+    floats = [(k, g) for k, g in global_weights.items() if g.is_floating_point()]
+    delta = np.empty(sum(g.numel() for _, g in floats) + 1, dtype=np.float64)
+    offset = 0
+    for key, g in floats:  # weights - global, in float64, straight into one buffer
+        n = g.numel()
+        w = weights[key].detach()
+        if w.dtype in (torch.float32, torch.float64) and g.dtype == w.dtype:
+            np.subtract(
+                w.reshape(-1).numpy(), g.reshape(-1).numpy(), out=delta[offset : offset + n]
+            )
+        else:  # float16 / bfloat16: numpy has no bfloat16
+            delta[offset : offset + n] = (
+                (w.to(torch.float64) - g.to(torch.float64)).reshape(-1).numpy()
+            )
+        offset += n
+    q = quantize(delta[:-1], args.clip_range, args.quantization_bits)
+    q *= np.uint64(samples)
+    return np.concatenate([q, np.array([samples], dtype=np.uint64)])
 
 
 def decode(global_weights: StateDict, total: np.ndarray, args: SecAggArgs) -> StateDict:
