@@ -89,3 +89,25 @@ def platform(
             import shutil
 
             shutil.copytree(plat.log_dir, Path(out) / "platform-logs", dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def platform4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    """Four site workers (secure aggregation survives a dropout with four; the median
+    outvotes one attacker), with their own SQLite database and embedded Redis so the session
+    platform's workers never take these jobs."""
+    plat = LocalPlatform(
+        data_dir=tmp_path_factory.mktemp("platform4"),
+        port=free_port(),
+        sites=4,
+        secret_key="platform4-test-secret",
+        heartbeat_s=1.0,
+        heartbeat_timeout_s=8.0,
+        reconcile_every_s=1.0,
+        threads_per_job=1,
+    )
+    try:
+        plat.start()
+        yield plat
+    finally:
+        plat.stop()

@@ -14,7 +14,6 @@ import io
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,7 +29,6 @@ from resonfl.catalog import make_job
 from resonfl_server.backend.models import SecAggMessage, SiteResult
 from resonfl_server.backend.storage import ArtifactStore
 from resonfl_server.launcher.local import LocalPlatform
-from resonfl_server.launcher.supervise import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -50,25 +48,9 @@ def fl_train_model(model, env, out_dir, logger):
 '''
 
 
-@pytest.fixture(scope="module")
-def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    """Four sites (a dropout needs t = 2 of 3 neighbours to survive); its own database and
-    broker, so the session platform's workers never take these jobs."""
-    platform = LocalPlatform(
-        data_dir=tmp_path_factory.mktemp("platform-secagg"),
-        port=free_port(),
-        sites=4,
-        secret_key="secagg-test-secret",
-        heartbeat_s=1.0,
-        heartbeat_timeout_s=8.0,
-        reconcile_every_s=1.0,
-        threads_per_job=1,
-    )
-    try:
-        platform.start()
-        yield platform
-    finally:
-        platform.stop()
+@pytest.fixture
+def plat(platform4: LocalPlatform) -> LocalPlatform:
+    return platform4
 
 
 def digits(
@@ -178,12 +160,15 @@ def test_a_site_killed_after_sharing_is_recovered_from_its_shares(
             raise AssertionError("site-4 never shared in round 1")
     worker = plat.workers["site-4"]
     os.killpg(worker.proc.pid, signal.SIGKILL)  # the worker, its job process, its secrets
-
-    while time.monotonic() < deadline:  # wait_job would stop at the dead worker
-        job = read_job(plat, job_id)
-        if job["status"] in TERMINAL:
-            break
-        time.sleep(0.5)
+    try:
+        while time.monotonic() < deadline:  # wait_job would stop at the dead worker
+            job = read_job(plat, job_id)
+            if job["status"] in TERMINAL:
+                break
+            time.sleep(0.5)
+    finally:  # later tests on this platform get their fourth site back
+        plat.supervisor.children.remove(worker)
+        plat.start_worker("site-4")
     assert job["status"] == "finished", job.get("error")
     round1 = job["rounds"][1]
     assert round1["metrics"]["secagg_dropped_sites"] == 1.0
