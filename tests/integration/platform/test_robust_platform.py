@@ -3,9 +3,10 @@ subprocesses): one site sends ``global - 10 x its update`` every round (sign-fli
 longer, through the real executor); FedAvg collapses while the coordinate-wise median, folding
 each update as it arrives, stays within 2 points of the clean FedAvg run.
 
-IID digits, 5 rounds x 20 steps (at 3 x 15 the median, which keeps two of the three
-honest values per weight, is still 9 points behind), so the median's own price on non-IID data does not blur the point (docs/results.md
-has the Dirichlet 0.1 table, and tests/integration/test_robust_attack.py Krum in process).
+IID digits, so the median's own price on non-IID data does not blur the point (docs/results.md
+has the Dirichlet 0.1 table; tests/integration/test_robust_attack.py tests Krum in process).
+5 rounds x 20 steps: at 3 x 15 the median, which keeps two of the three honest values per
+weight, was still 9 points behind.
 """
 
 from __future__ import annotations
