@@ -90,7 +90,8 @@ class SiteStateIn(BaseModel):
     error: CleanStr | None = Field(None, max_length=20000)
     log: str | None = Field(None, description="the job output so far (stored as the site's log)")
     sandbox: SandboxApplied | None = Field(
-        None, description="the sandbox the site applied to the job code that ran (failed rounds too)"
+        None,
+        description="the sandbox the site applied to the job code that ran (failed rounds too)",
     )
 
 

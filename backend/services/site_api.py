@@ -142,7 +142,11 @@ def set_state(
     result = _result_row(session, job.id, round_num, site.name)
     if result.status == ResultStatus.DONE:
         raise Conflict(f"site {site.name!r} already delivered round {round_num}")
-    if result.status == ResultStatus.FAILED and state != "failed" and _left_out(session, job, round_num):
+    if (
+        result.status == ResultStatus.FAILED
+        and state != "failed"
+        and _left_out(session, job, round_num)
+    ):
         raise Conflict(f"site {site.name!r} is out of round {round_num}: {result.error}")
     if log is not None:
         result.log_key = _put_log(session, store, job.id, log)
@@ -193,7 +197,9 @@ def secagg_post(
     row = rounds.advance_secure(session, job, rnd, dispatcher)
     assert row is not None
     if job.status != JobStatus.RUNNING or rnd.status != RoundStatus.RUNNING:
-        raise Conflict(f"job {job_id} round {round_num} is over; secure-aggregation messages are not taken")
+        raise Conflict(
+            f"job {job_id} round {round_num} is over; secure-aggregation messages are not taken"
+        )
     secagg.post(session, row, result, kind, body)
     return secagg_view(session, site, job_id, round_num, dispatcher)
 

@@ -30,8 +30,14 @@ def upgrade() -> None:
         sa.Column(
             "stage",
             sa.Enum(
-                "keys", "shares", "masked", "unmask", "ready",
-                name="secaggstage", native_enum=False, length=16,
+                "keys",
+                "shares",
+                "masked",
+                "unmask",
+                "ready",
+                name="secaggstage",
+                native_enum=False,
+                length=16,
             ),  # fmt: skip
             nullable=False,
         ),
@@ -63,13 +69,14 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_secagg_messages")),
         sa.UniqueConstraint(
-            "job_id", "round_num", "kind", "sender",
+            "job_id",
+            "round_num",
+            "kind",
+            "sender",
             name=op.f("uq_secagg_messages_job_id_round_num_kind_sender"),
         ),  # fmt: skip
     )
-    op.create_index(
-        op.f("ix_secagg_messages_job_id"), "secagg_messages", ["job_id"], unique=False
-    )
+    op.create_index(op.f("ix_secagg_messages_job_id"), "secagg_messages", ["job_id"], unique=False)
 
 
 def downgrade() -> None:

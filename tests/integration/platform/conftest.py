@@ -60,24 +60,19 @@ def make_url_db(url: str, index: int) -> str:
     return url.rsplit("/", 1)[0] + f"/{index}" if url.count("/") > 2 else f"{url}/{index}"
 
 
-@pytest.fixture(scope="session")
-def platform(
-    tmp_path_factory: pytest.TempPathFactory,
-    platform_database_url: str | None,
-    platform_redis_url: str | None,
-) -> Iterator[LocalPlatform]:
-    data_dir: Path = tmp_path_factory.mktemp("platform")
+def running(data_dir: Path, sites: int, name: str, **kwargs: object) -> Iterator[LocalPlatform]:
+    """A LocalPlatform with the tests' fast heartbeats and reconcile loop, started; its
+    children's logs are kept for the CI artefacts when RESONFL_TEST_OUTPUT is set."""
     plat = LocalPlatform(
         data_dir=data_dir,
         port=free_port(),
-        sites=2,
-        redis_url=platform_redis_url,
-        database_url=platform_database_url,
-        secret_key="platform-test-secret",
+        sites=sites,
+        secret_key=f"{name}-test-secret",
         heartbeat_s=1.0,
         heartbeat_timeout_s=8.0,
         reconcile_every_s=1.0,
         threads_per_job=1,
+        **kwargs,  # type: ignore[arg-type]
     )
     try:
         plat.start()
@@ -85,10 +80,22 @@ def platform(
     finally:
         plat.stop()
         out = os.environ.get("RESONFL_TEST_OUTPUT")
-        if out:  # keep the children's logs for the CI artefacts
+        if out:
             import shutil
 
-            shutil.copytree(plat.log_dir, Path(out) / "platform-logs", dirs_exist_ok=True)
+            shutil.copytree(plat.log_dir, Path(out) / f"{name}-logs", dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory,
+    platform_database_url: str | None,
+    platform_redis_url: str | None,
+) -> Iterator[LocalPlatform]:
+    yield from running(
+        tmp_path_factory.mktemp("platform"), 2, "platform",
+        redis_url=platform_redis_url, database_url=platform_database_url,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -96,18 +103,4 @@ def platform4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatfor
     """Four site workers (secure aggregation survives a dropout with four; the median
     outvotes one attacker), with their own SQLite database and embedded Redis so the session
     platform's workers never take these jobs."""
-    plat = LocalPlatform(
-        data_dir=tmp_path_factory.mktemp("platform4"),
-        port=free_port(),
-        sites=4,
-        secret_key="platform4-test-secret",
-        heartbeat_s=1.0,
-        heartbeat_timeout_s=8.0,
-        reconcile_every_s=1.0,
-        threads_per_job=1,
-    )
-    try:
-        plat.start()
-        yield plat
-    finally:
-        plat.stop()
+    yield from running(tmp_path_factory.mktemp("platform4"), 4, "platform4")

@@ -36,7 +36,7 @@ SECAGG = "resonfl.fl.secagg.SecAggFedAvg"
 FEDAVG = "resonfl.fl.fedavg.FedAvg"
 STEP = 2 * 1.0 / (2**24 - 1)  # one quantization step at clip_range 1, 24 bits
 
-SLOW_SITE_4_IN_ROUND_1 = '''
+SLOW_SITE_4_IN_ROUND_1 = """
 import time as _time
 _train_secagg_test = fl_train_model
 
@@ -45,7 +45,7 @@ def fl_train_model(model, env, out_dir, logger):
     if env.site_name == "site-4" and env.current_round == 1:
         _time.sleep(120)  # the test kills this site's worker meanwhile
     return _train_secagg_test(model, env, out_dir, logger)
-'''
+"""
 
 
 @pytest.fixture
