@@ -263,7 +263,9 @@ class Job(BaseModel):
         from resonfl.fl.base import Aggregator, resolve_class  # lazy: torch
 
         fed = self.federation
-        return resolve_class(fed.aggregator_path, Aggregator)(fed.aggregator_args)
+        aggregator = resolve_class(fed.aggregator_path, Aggregator)(fed.aggregator_args)
+        aggregator.bind_sampling(self.build_workflow().sample_rate(list(fed.sites)))
+        return aggregator
 
     def client_task_args(self) -> dict[str, Any]:
         """What the aggregator asks of the sites' train loop (FedProx: ``fedprox_mu``),

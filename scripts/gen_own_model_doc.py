@@ -81,7 +81,10 @@ WHEN: dict[str, str] = {
         "The server sees only the sum of the updates (SecAgg+): sites mask them before the "
         "upload, a site that drops mid-round is recovered. At least 3 sites; 8 bytes a weight."
     ),
-    "resonfl.fl.workflows.ScatterAndGather": "The default: every site trains every round.",
+    "resonfl.fl.workflows.ScatterAndGather": (
+        "The default: every site trains every round, or `sites_per_round` drawn at random "
+        "(DP-FedAvg then earns amplification by sampling)."
+    ),
     "resonfl.fl.workflows.Cyclic": (
         "One site per round, in turn (the model travels). Needs "
         "`aggregator_path: resonfl.fl.cyclic.CyclicAggregator` too."

@@ -84,6 +84,7 @@ def _federation_raw(spec: JobSpec) -> Raw:
         sites=",".join(fed.sites),
         workflow=workflow or "scatter_and_gather",
         cyclic_order=",".join(fed.sites) if workflow == "cyclic" else "",
+        sites_per_round=to_text(fed.workflow_args.get("sites_per_round")),
         **algorithms.defaults(),
     )
     algorithm = algorithms.by_path(fed.aggregator_path)

@@ -51,7 +51,7 @@ _ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 WORKFLOWS = {
     "scatter_and_gather": (
-        "Scatter and Gather (every site, every round)",
+        "Scatter and Gather (every site, or a random draw, every round)",
         "resonfl.fl.workflows.ScatterAndGather",
     ),
     "cyclic": ("Cyclic (one site per round, in turn)", "resonfl.fl.workflows.Cyclic"),
@@ -218,6 +218,7 @@ def federation_defaults(draft: Draft, registered: list[str]) -> Raw:
         "sites": ",".join(registered[:2]),
         "workflow": "scatter_and_gather",
         "cyclic_order": "",
+        "sites_per_round": "",
         "aggregator": next(iter(algorithms.algorithms())),
         **algorithms.defaults(),
     }
@@ -229,7 +230,14 @@ def federation_raw(draft: Draft, registered: list[str]) -> Raw:
 
 def federation_form_keys() -> list[str]:
     """Every input name the Federation step posts, besides the site checkboxes."""
-    return [*FEDERATION_FIELDS, "workflow", "cyclic_order", "aggregator", *algorithms.form_keys()]
+    return [
+        *FEDERATION_FIELDS,
+        "workflow",
+        "cyclic_order",
+        "sites_per_round",
+        "aggregator",
+        *algorithms.form_keys(),
+    ]
 
 
 def selected_sites(raw: Raw) -> list[str]:
@@ -254,6 +262,13 @@ def federation_config(raw: Raw, registered: list[str]) -> tuple[FederationConfig
             errors["cyclic_order"] = "list each chosen site exactly once, e.g. " + ", ".join(sites)
         else:
             sites = order
+    workflow_args: dict[str, Any] = {}
+    per_round = (raw.get("sites_per_round") or "").strip()
+    if per_round and workflow == "scatter_and_gather":
+        if not per_round.isdigit() or not 1 <= int(per_round) <= max(len(sites), 1):
+            errors["sites_per_round"] = f"a whole number from 1 to the {len(sites)} chosen sites"
+        else:
+            workflow_args["sites_per_round"] = int(per_round)
     agg_args: dict[str, Any] | None = {}
     if workflow == "cyclic":
         agg_path = CYCLIC_AGGREGATOR
@@ -269,6 +284,7 @@ def federation_config(raw: Raw, registered: list[str]) -> tuple[FederationConfig
     data: dict[str, Any] = {name: raw.get(name) or None for name in FEDERATION_FIELDS} | {
         "sites": sites,
         "workflow_path": WORKFLOWS[workflow][1],
+        "workflow_args": workflow_args or None,
         "aggregator_path": agg_path,
         "aggregator_args": agg_args,
     }

@@ -242,15 +242,23 @@ def _privacy_notes(name: str, raw: Raw, key: str, model_source: str) -> list[Not
         )
     if name == "DPFedAvg":
         count = len(sites) or 1
+        per_round = _num(raw.get("sites_per_round"))
+        asked = int(per_round) if per_round and raw.get("workflow") != "cyclic" else count
+        sampling = (
+            f"{asked} of the {count} sites are drawn each round, so the accountant counts a "
+            f"sampling rate of {asked / count:.2g} (a smaller epsilon per round)"
+            if asked < count
+            else "every site is asked every round, so no sampling amplifies the guarantee "
+            "(Sites per round draws fewer)"
+        )
         notes.append(
             Note(
                 "warn" if count < 100 else "info",
                 "Site-level DP needs many sites",
-                f"The noise on the mean has std noise_multiplier x clip_norm / {count} per "
-                "weight, and every site is asked every round, so no sampling amplifies the "
-                "guarantee. With a handful of sites the noise is larger than the update: "
-                "DP-FedAvg was built for thousands of clients. For a few institutions, prefer "
-                "DP-SGD on each site.",
+                f"The noise on the mean has std noise_multiplier x clip_norm / {asked} per "
+                f"weight, and {sampling}. With a handful of sites the noise is larger than the "
+                "update: DP-FedAvg was built for thousands of clients. For a few institutions, "
+                "prefer DP-SGD on each site.",
                 f"{key}__noise_multiplier",
             )
         )

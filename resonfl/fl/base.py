@@ -126,6 +126,7 @@ class Aggregator(ABC):
         self._sites: set[str] = set()
         self._result: StateDict | None = None
         self._parameters: frozenset[str] | None = None
+        self.sample_rate = 1.0  # the share of the job's sites asked each round (bind_sampling)
 
     # -- the contract
     @abstractmethod
@@ -167,6 +168,13 @@ class Aggregator(ABC):
     def client_args(self) -> dict[str, Any]:
         """`client_task_args` of this aggregator's own args."""
         return self.client_task_args(self.args)
+
+    def bind_sampling(self, sample_rate: float) -> None:
+        """The share of the job's sites its workflow asks each round (1: every site); a
+        site-level DP accountant earns amplification by sampling from it (DP-FedAvg)."""
+        if not 0 < sample_rate <= 1:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        self.sample_rate = float(sample_rate)
 
     def expect_sites(self, sites: Sequence[str]) -> None:
         """The sites asked to train the round about to open (SecAgg exchanges their keys
@@ -270,6 +278,10 @@ class Workflow(ABC):
     @abstractmethod
     def min_results(self, round_num: int, sites: list[str]) -> int:
         """How many results round ``round_num`` needs before it aggregates."""
+
+    def sample_rate(self, sites: list[str]) -> float:
+        """The share of ``sites`` asked to train in each round (1: all of them)."""
+        return 1.0
 
     def _check_round(self, round_num: int, sites: list[str]) -> None:
         r = operator.index(round_num)

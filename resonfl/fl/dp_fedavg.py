@@ -13,8 +13,10 @@ they would count the sites' batches, which is data. The guarantee is site-level:
 sequence of released global models is (epsilon, delta)-DP with respect to adding or removing
 one site's whole dataset, epsilon from the RDP accountant (`resonfl.fl.accountant`) over
 ``round + 1`` Gaussian steps at sampling rate q. ScatterAndGather asks every site every
-round, so q = 1: no amplification by sampling is claimed (a workflow that drew sites at random
-would earn it). The server itself sees each site's clipped update in the clear: DP-FedAvg
+round (q = 1, no amplification) unless its ``sites_per_round`` k draws k of the N sites at
+random each round: then q = k / N, accounted as the sampled Gaussian mechanism (Poisson
+sampling at rate q, as McMahan et al. and TensorFlow Privacy account fixed-size uniform
+sampling: an approximation, documented in docs/privacy.md). The server itself sees each site's clipped update in the clear: DP-FedAvg
 protects against whoever sees the models (sites, downloaders), not against the server.
 
 Streams like FedAvg (one float64 accumulator). Noise comes from a generator seeded by the OS
@@ -38,7 +40,6 @@ from resonfl.fl.base import Aggregator, FLError, NoUpdatesError, StateDict
 from resonfl.fl.clipping import ClippedSum
 from resonfl.fl.fedavg import cast_like
 
-SAMPLE_RATE = 1.0  # every site, every round (ScatterAndGather): no amplification claimed
 
 
 class PrivacyBudgetError(FLError, RuntimeError):
@@ -69,9 +70,10 @@ class DPFedAvgArgs(BaseModel):
     )
 
 
-def round_epsilon(args: DPFedAvgArgs, round_num: int) -> float:
-    """Site-level epsilon once rounds 0..round_num have been released."""
-    return epsilon([(args.noise_multiplier, SAMPLE_RATE, round_num + 1)], args.delta)
+def round_epsilon(args: DPFedAvgArgs, round_num: int, sample_rate: float = 1.0) -> float:
+    """Site-level epsilon once rounds 0..round_num have been released, each asking a share
+    ``sample_rate`` of the sites drawn at random."""
+    return epsilon([(args.noise_multiplier, sample_rate, round_num + 1)], args.delta)
 
 
 class DPFedAvg(Aggregator):
@@ -100,7 +102,7 @@ class DPFedAvg(Aggregator):
         if self._result is None:
             if self._sum is None or not self._sum.count:
                 raise NoUpdatesError(f"round {self.round_num}: no update was accepted")
-            spent = round_epsilon(self.args, int(self.round_num or 0))
+            spent = round_epsilon(self.args, int(self.round_num or 0), self.sample_rate)
             target = self.args.target_epsilon
             if target is not None and spent > target:
                 raise PrivacyBudgetError(
@@ -132,7 +134,7 @@ class DPFedAvg(Aggregator):
             return {}
         metrics = {
             "dp_delta": self.args.delta,
-            "dp_sample_rate": SAMPLE_RATE,
+            "dp_sample_rate": self.sample_rate,
             "dp_noise_std": self.args.noise_multiplier * self.args.clip_norm / self._sum.count,
             "clipped_sites": float(self._sum.clipped),
         }
@@ -144,7 +146,7 @@ class DPFedAvg(Aggregator):
         target, r = self.args.target_epsilon, self.round_num
         if target is None or r is None:
             return None
-        following = round_epsilon(self.args, r + 1)
+        following = round_epsilon(self.args, r + 1, self.sample_rate)
         if following <= target:
             return None
         return (

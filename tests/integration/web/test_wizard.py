@@ -19,6 +19,7 @@ from resonfl.catalog import get_example
 from resonfl.catalog.shards import make_shards
 from resonfl.config import FederationConfig, TrainingConfig
 from resonfl.job import Job
+from resonfl_server.backend.web.drafts import federation_config
 from web_support import DATA, FEDERATION, MODEL, _draft_url, _post, _training_form, walk_to
 
 
@@ -113,7 +114,11 @@ def test_federation_step_validates_aggregator_arguments(
         client,
         f"{page.base}/federation",
         signed_in,
-        {**FEDERATION, "aggregator": "hierarchicalfedavg", "hierarchicalfedavg__groups": "east: site-1"},
+        {
+            **FEDERATION,
+            "aggregator": "hierarchicalfedavg",
+            "hierarchicalfedavg__groups": "east: site-1",
+        },
     )
     assert "site-2" in _error(response.text, "hierarchicalfedavg__groups")
 
@@ -406,3 +411,23 @@ def test_data_at_the_sites_refuses_a_dataset_no_site_holds(
     response = _post(client, f"{base}/data", signed_in, form)
     assert response.status_code == 422
     assert _error(response.text, "dataset") == "no registered site reports a dataset 'xrays'"
+
+
+def test_sites_per_round_is_checked_and_reaches_the_server_config(
+    client: TestClient, signed_in: str, sites: list[str]
+) -> None:
+    page = walk_to(client, signed_in, "federation")
+    bad = _post(
+        client, f"{page.base}/federation", signed_in, {**FEDERATION, "sites_per_round": "3"}
+    )
+    assert bad.status_code == 422
+    assert "from 1 to the 2 chosen sites" in _error(bad.text, "sites_per_round")
+    good = _post(
+        client, f"{page.base}/federation", signed_in, {**FEDERATION, "sites_per_round": "1"}
+    )
+    assert good.status_code == 303, good.text[:500]
+    shown = client.get(f"{page.base}/federation").text
+    assert re.search(r'name="sites_per_round"[^>]*value="1"', shown), "the input keeps its value"
+    raw = {**FEDERATION, "sites": "site-1,site-2", "sites_per_round": "1"}
+    fed, errors = federation_config(raw, sites)
+    assert not errors and fed is not None and fed.workflow_args == {"sites_per_round": 1}

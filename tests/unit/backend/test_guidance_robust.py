@@ -55,3 +55,9 @@ def test_secure_aggregation_says_what_it_hides_and_whether_a_dropout_is_survived
     assert three.level == "warn" and "cannot survive a dropout" in three.text
     assert four.level == "info" and "survive one dropout" in four.text
     assert "twice the upload" in four.text
+
+
+def test_dp_fedavg_with_sites_per_round_names_the_sampling_rate() -> None:
+    raw = {"aggregator": "dpfedavg", "sites": "a,b,c,d", "sites_per_round": "2"}
+    note = next(n for n in federation_notes(raw, "") if n.title == "Site-level DP needs many sites")
+    assert "2 of the 4 sites" in note.text and "sampling rate of 0.5" in note.text

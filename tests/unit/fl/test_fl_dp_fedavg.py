@@ -77,3 +77,32 @@ def test_noise_for_target_reaches_the_target() -> None:
     z = noise_for_target(3.0, 1e-5, 0.1, 200)
     assert epsilon([(z, 0.1, 200)], 1e-5) <= 3.0
     assert epsilon([(z * 0.97, 0.1, 200)], 1e-5) > 3.0
+
+
+def test_sampled_sites_earn_amplification_and_the_rate_is_reported() -> None:
+    """sites_per_round = k of N sites: the accountant counts q = k / N (a smaller epsilon than
+    asking everyone), the round reports it, and Job.build_aggregator binds it."""
+    z, delta, rnd, q = 1.0, 1e-5, 9, 0.25
+    agg = DPFedAvg({"noise_multiplier": z, "delta": delta})
+    agg.bind_sampling(q)
+    outcome = _fold(agg, [0.1, 0.2], round_num=rnd)
+    rdp = compute_rdp(q=q, noise_multiplier=z, steps=rnd + 1, orders=list(ORDERS))
+    by_hand, _ = get_privacy_spent(orders=list(ORDERS), rdp=rdp, delta=delta)
+    assert outcome.metrics["dp_epsilon"] == pytest.approx(by_hand)
+    assert outcome.metrics["dp_sample_rate"] == q
+    everyone = _fold(DPFedAvg({"noise_multiplier": z, "delta": delta}), [0.1], round_num=rnd)
+    assert outcome.metrics["dp_epsilon"] < everyone.metrics["dp_epsilon"] / 2
+
+    from resonfl.config import FederationConfig, ModelConfig
+    from resonfl.job import Job
+
+    job = Job(
+        name="dp",
+        model=ModelConfig(source="class Net:\n    pass\n"),
+        federation=FederationConfig(
+            num_rounds=2, sites=[f"s{i}" for i in range(8)],
+            workflow_args={"sites_per_round": 2},
+            aggregator_path="resonfl.fl.dp_fedavg.DPFedAvg",
+        ),
+    )  # fmt: skip
+    assert job.build_aggregator().sample_rate == 0.25

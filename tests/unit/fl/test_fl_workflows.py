@@ -62,3 +62,33 @@ def test_bad_workflow_args_name_the_field() -> None:
         ScatterAndGather({"num_rounds": 0})
     with pytest.raises(ValidationError, match="rounds_typo"):
         Cyclic({"num_rounds": 1, "rounds_typo": 3})
+
+
+def test_sites_per_round_draws_that_many_at_random_and_keeps_each_rounds_draw() -> None:
+    sites = [f"site-{i}" for i in range(10)]
+    wf = ScatterAndGather({"num_rounds": 40, "sites_per_round": 3, "min_clients": 5})
+    draws = [wf.sites_for_round(r, sites) for r in range(40)]
+    assert all(len(d) == 3 and len(set(d)) == 3 and set(d) <= set(sites) for d in draws)
+    assert all(d == sorted(d, key=sites.index) for d in draws)  # in the job's order
+    assert len({tuple(d) for d in draws}) > 10  # 120 possible draws: not the same one each time
+    assert wf.sites_for_round(7, sites) == draws[7]  # asked again: the same sites
+    assert wf.min_results(0, sites) == 3  # min_clients 5, but only 3 are asked
+    assert wf.sample_rate(sites) == pytest.approx(0.3)
+    assert ScatterAndGather({"num_rounds": 1}).sample_rate(sites) == 1.0
+
+
+def test_sites_per_round_above_the_sites_is_refused_when_the_job_is_validated(
+    tiny_model_def: str,
+) -> None:
+    from resonfl.config import FederationConfig, ModelConfig
+    from resonfl.job import Job, JobValidationError
+
+    job = Job(
+        name="sampled",
+        model=ModelConfig(source=tiny_model_def),
+        federation=FederationConfig(
+            num_rounds=2, sites=SITES, workflow_args={"sites_per_round": 4}
+        ),
+    )
+    with pytest.raises(JobValidationError, match="sites_per_round=4 but the job has only 3"):
+        job.validate()
