@@ -362,6 +362,15 @@ def _check_fl_components(job: Job) -> None:
             except ValueError as exc:
                 raise JobValidationError(SERVER_CONFIG, where, str(exc)) from None
         _check_against_algorithm(job, built.args)
+        if base is Workflow:
+            asked = round(built.sample_rate(list(fed.sites)) * len(fed.sites))
+        elif getattr(cls, "secure_aggregation", False) and asked < 3:
+            raise JobValidationError(
+                SERVER_CONFIG,
+                "workflows[0].args",
+                f"secure aggregation needs at least 3 sites in each round; sites_per_round "
+                f"asks {asked}: with 2, each could read the other's update from the new model",
+            )
 
 
 def _check_against_algorithm(job: Job, args: Any) -> None:

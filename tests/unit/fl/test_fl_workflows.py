@@ -92,3 +92,25 @@ def test_sites_per_round_above_the_sites_is_refused_when_the_job_is_validated(
     )
     with pytest.raises(JobValidationError, match="sites_per_round=4 but the job has only 3"):
         job.validate()
+
+
+def test_secure_aggregation_with_fewer_than_three_sites_per_round_is_refused(
+    tiny_model_def: str,
+) -> None:
+    from resonfl.config import FederationConfig, ModelConfig
+    from resonfl.job import Job, JobValidationError
+
+    job = Job(
+        name="secagg-sampled",
+        model=ModelConfig(source=tiny_model_def),
+        federation=FederationConfig(
+            num_rounds=2,
+            sites=["a", "b", "c", "d"],
+            workflow_args={"sites_per_round": 2},
+            aggregator_path="resonfl.fl.secagg.SecAggFedAvg",
+        ),
+    )
+    with pytest.raises(JobValidationError, match="at least 3 sites in each round"):
+        job.validate()
+    job.federation.workflow_args = {"sites_per_round": 3}
+    job.validate()
