@@ -18,7 +18,8 @@ transport): compare rows with each other, on a quiet machine.
     python scripts/results_privacy.py --only dp-sgd-eps1   # some rows (others from the cache)
 
 Each finished row is cached in --cache (JSON), so a rerun picks up where it stopped and
---only reruns just the named rows. The table is written between the privacy markers of
+--only reruns just the named rows. A row the cache lacks (a lost or partial cache) is read
+back from the table already in --out, so --only never turns the other rows into "not run". The table is written between the privacy markers of
 docs/results.md; the rest of the file (scripts/results_digits.py) is kept.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -54,6 +56,7 @@ class Row:
     path: str
     args: dict[str, Any] = field(default_factory=dict)
     attacked: bool = False
+    training: dict[str, Any] = field(default_factory=dict)  # TrainingConfig overrides
 
 
 def _rows() -> list[Row]:
@@ -116,7 +119,8 @@ ROWS = _rows()
 
 def run_row(row: Row, seed: int, work: Path) -> dict[str, Any]:
     """Train one row with one training seed; held-out metrics, time per round, final epsilon."""
-    job = make_job("digits", SITES, num_rounds=ROUNDS, local_steps=STEPS, training_seed=seed)
+    training = {"local_steps": STEPS, **row.training}
+    job = make_job("digits", SITES, num_rounds=ROUNDS, training_seed=seed, **training)
     source = (
         byzantine_source(job.model.source, ATTACKER, SCALE) if row.attacked else job.model.source
     )
@@ -235,6 +239,42 @@ def _read(cache: Path) -> dict[str, list[dict[str, Any]]]:
     return json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
 
 
+def from_table(text: str) -> dict[str, list[dict[str, Any]]]:
+    """The rows already in a results.md privacy table, by key (for rows the cache lacks).
+
+    A row is matched by its configuration name; the table has no per-seed values, so each
+    becomes one entry holding the table's means, marked ``from_table``. Rows "not run", or
+    whose name no longer matches a row of this script, are left out."""
+    if BEGIN not in text or END not in text:
+        return {}
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    by_name = {row.name: row.key for row in ROWS}
+    stopped = dict(re.findall(r"^- (.+?): .*\(stopped after \d+ rounds: (.+)\)\.$", block, re.M))
+    found: dict[str, list[dict[str, Any]]] = {}
+    for line in block.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or cells[0] not in by_name or cells[1] == "not run":
+            continue
+        name, top1, _, rounds, round_s, eps = cells
+        found[by_name[name]] = [
+            {
+                "top1": float(top1),
+                "rounds": int(rounds),
+                "round_s": float(round_s),
+                "epsilon": None if eps == "—" else float(eps),
+                "stopped": stopped.get(name),
+                "from_table": True,
+            }
+        ]
+    return found
+
+
+def _known(cache: Path, out: Path) -> dict[str, list[dict[str, Any]]]:
+    """The cache's rows, and for keys it lacks, the rows already in the table of `out`."""
+    table_rows = from_table(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    return {**table_rows, **_read(cache)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per row")
@@ -252,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(ns.only or []) - {r.key for r in ROWS}
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; --list shows them")
-    cache = _read(ns.cache)
-    todo = [r for r in ROWS if (r.key in ns.only if ns.only is not None else r.key not in cache)]
+    # a row the cache lacks but the table has is kept from the table, not reported "not run"
+    cache = _known(ns.cache, ns.out)
+    cached = _read(ns.cache)  # without --only, rerun what the cache lacks (a lost cache: all)
+    todo = [r for r in ROWS if (r.key in ns.only if ns.only is not None else r.key not in cached)]
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -262,10 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             done = [run_row(row, seed, work) for seed in range(ns.seeds)]
             print(f"{row.name}: {done}", flush=True)
             # merge with what is on disk now: another run may have added rows meanwhile
-            cache = {**_read(ns.cache), row.key: done}
+            cache = {**_known(ns.cache, ns.out), row.key: done}
             ns.cache.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
             write(ns.out, render(cache, ns.seeds, ns.note))
-    cache = _read(ns.cache) or cache
+    cache = _known(ns.cache, ns.out) or cache
     write(ns.out, render(cache, ns.seeds, ns.note))
     print(table(cache))
     return 0
