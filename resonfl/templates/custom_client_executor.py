@@ -249,13 +249,18 @@ def dp_epsilon(history: Iterable[Iterable[float]], delta: float) -> float:
         get_privacy_spent,
     )
 
-    total = None
+    # RDP adds up over steps, so rounds with the same (sigma, q) are one call: compute_rdp
+    # costs ~0.1 s at q = 0.5, and a site's history grows by one entry a round
+    merged: dict[tuple[float, float], int] = {}
     for sigma, q, steps in history:
         if steps <= 0:
             continue
         if sigma <= 0:
             return math.inf
-        rdp = compute_rdp(q=q, noise_multiplier=sigma, steps=int(steps), orders=list(DP_ORDERS))
+        merged[(float(sigma), float(q))] = merged.get((float(sigma), float(q)), 0) + int(steps)
+    total = None
+    for (sigma, q), steps in merged.items():
+        rdp = compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=list(DP_ORDERS))
         total = rdp if total is None else total + rdp
     if total is None:
         return 0.0
@@ -375,6 +380,7 @@ class FLEnv:
         self.data_s = 0.0  # seconds spent loading data through load_npz (reported per round)
         self.proximal_used = False  # set by proximal_term; a FedProx round without it warns
         self.dp_used = False  # set by fit's private path; a DP-SGD round without it is refused
+        self._dp_calibration: dict[str, float] | None = None  # noise calibrated this round
         self._prox_anchor: dict[str, torch.Tensor] = {}
 
     # -- settings --------------------------------------------------------------
@@ -648,19 +654,38 @@ class FLEnv:
     def dp_state_path(self) -> Path:
         return self.state_dir / DP_STATE
 
-    def dp_history(self) -> list[list[float]]:
-        """This run's accountant history on this site: [noise_multiplier, sample_rate, steps]."""
+    def _dp_saved(self) -> dict[str, Any]:
+        """This run's STATE_DIR/dp_accountant.json, or {} (absent, another run's)."""
         path = self.dp_state_path
         if not path.is_file():
-            return []
+            return {}
         saved = json.loads(path.read_text(encoding="utf-8"))
         if self.run_id is not None and saved.get("run_id") != self.run_id:
             self.logger.warning("%s belongs to another run; starting the budget at 0", path.name)
-            return []
-        return [list(step) for step in saved.get("history", [])]
+            return {}
+        return dict(saved)
+
+    def dp_history(self) -> list[list[float]]:
+        """This run's accountant history on this site: [noise_multiplier, sample_rate, steps]."""
+        return [list(step) for step in self._dp_saved().get("history", [])]
+
+    def _calibrated_noise(self, target: float, delta: float, q: float, steps: int) -> float:
+        """dp_noise_for_target, reused from the state file while its inputs are unchanged (a
+        binary search over the accountant: seconds a round otherwise)."""
+        key = {"target_epsilon": target, "delta": delta, "sample_rate": q, "steps": steps}
+        saved = self._dp_saved().get("calibration") or {}
+        if {k: saved.get(k) for k in key} == key and saved.get("noise_multiplier"):
+            z = float(saved["noise_multiplier"])
+        else:
+            z = dp_noise_for_target(target, delta, q, steps)
+        self._dp_calibration = {**key, "noise_multiplier": z}
+        return z
 
     def _save_dp_history(self, history: list[list[float]]) -> None:
-        write_json(self.dp_state_path, {"run_id": self.run_id, "history": history})
+        state: dict[str, Any] = {"run_id": self.run_id, "history": history}
+        if self._dp_calibration is not None:
+            state["calibration"] = self._dp_calibration
+        write_json(self.dp_state_path, state)
 
     def _private(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, steps: int
@@ -683,7 +708,7 @@ class FLEnv:
         q = 1.0 / len(loader)
         z = dp.get("noise_multiplier")
         if z is None:
-            z = dp_noise_for_target(target, delta, q, self.num_rounds * steps)
+            z = self._calibrated_noise(target, delta, q, self.num_rounds * steps)
         history = self.dp_history()
         after = dp_epsilon([*history, [z, q, steps]], delta)
         if after > target * (1 + 1e-9):

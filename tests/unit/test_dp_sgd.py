@@ -131,3 +131,24 @@ def test_the_server_reports_the_worst_site_and_stops_before_the_target() -> None
     assert reason is not None and "b to epsilon 3.4" in reason and "after round 4" in reason
     assert agg.stop_reason({"a": sites["a"]}) is None
     assert DPSGDFedAvg.client_task_args(agg.args)["dp_sgd"]["target_epsilon"] == 3.0
+
+
+def test_calibrated_noise_is_computed_once_a_run_and_kept_in_the_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    search = kit.dp_noise_for_target
+    monkeypatch.setattr(
+        kit, "dp_noise_for_target", lambda *args: calls.append(args) or search(*args)
+    )
+    noise = [make_env(tmp_path, rnd, DP).fit(model(), data()) for rnd in range(3)]
+    assert len(calls) == 1
+    assert len({out["metrics"]["dp_noise_multiplier"] for out in noise}) == 1
+    saved = json.loads((tmp_path / "state" / kit.DP_STATE).read_text())
+    assert saved["calibration"]["noise_multiplier"] == noise[0]["metrics"]["dp_noise_multiplier"]
+
+
+def test_rounds_with_the_same_noise_are_accounted_as_one_run_of_steps() -> None:
+    assert kit.dp_epsilon([(1.1, 0.25, 4)] * 5 + [(2.0, 0.5, 3)], 1e-5) == pytest.approx(
+        accountant.epsilon([(1.1, 0.25, 20), (2.0, 0.5, 3)], 1e-5)
+    )
