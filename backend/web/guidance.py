@@ -240,6 +240,19 @@ def _privacy_notes(name: str, raw: Raw, key: str, model_source: str) -> list[Not
                 f"{key}__target_epsilon",
             )
         )
+    if name == "DPSGDFedAvg":
+        notes.append(
+            Note(
+                "info",
+                "DP-SGD wants its own training recipe",
+                "Adam and the catalog examples' defaults leave DP-SGD near chance on digits: the "
+                "noise dominates each step and Adam rescales it per weight. Start from plain SGD "
+                "without momentum, a constant learning rate around 1 (per-sample clipping keeps "
+                "it stable), batch 64 and about 5 local steps a round, and set them on the "
+                "Training step (docs/privacy.md: what a DP recipe looks like).",
+                "aggregator",
+            )
+        )
     if name == "DPFedAvg":
         count = len(sites) or 1
         per_round = _num(raw.get("sites_per_round"))

@@ -37,6 +37,16 @@ def test_dp_sgd_warns_about_batchnorm_in_the_model() -> None:
     assert "DP-SGD and BatchNorm" not in _titles({"aggregator": "dpsgdfedavg"})
 
 
+def test_dp_sgd_suggests_the_dp_recipe_for_training() -> None:
+    note = next(
+        n
+        for n in federation_notes({"aggregator": "dpsgdfedavg"}, "")
+        if n.title == "DP-SGD wants its own training recipe"
+    )
+    assert "plain SGD without momentum" in note.text and "batch 64" in note.text
+    assert "DP-SGD wants its own training recipe" not in _titles({"aggregator": "dpfedavg"})
+
+
 def test_dp_fedavg_with_few_sites_warns_that_the_noise_drowns_the_update() -> None:
     note = next(
         n
