@@ -17,6 +17,10 @@ that would pass it (nothing is sent). The job page plots every site's epsilon.
 
 Sites need opacus; the model must have no BatchNorm (GroupNorm instead): checked at submit
 on model_def.py's text, and on the built model before a site trains.
+
+Training settings matter more than with FedAvg: Adam and small learning rates drown in the
+noise. Start from plain SGD without momentum, a constant lr around 1, batch 64 and ~5 local
+steps a round (docs/privacy.md, "What a DP recipe looks like", with the measured cost).
 """
 
 from __future__ import annotations
