@@ -234,7 +234,7 @@ def _privacy_notes(name: str, raw: Raw, key: str, model_source: str) -> list[Not
                 "Each site's noise is calibrated so that all its rounds spend exactly the target "
                 "epsilon; the fewer samples a site has, the larger its sampling rate and the more "
                 "noise it needs. On digits (about 230 samples a site, the DP recipe) epsilon 8 keeps "
-                "0.63 top-1 against FedAvg's 0.92 and epsilon 3 and 1 learn little "
+                "0.63 top-1 against FedAvg's 0.92, epsilon 3 0.36 and epsilon 1 nothing "
                 "(docs/results.md). Keep delta below 1 / samples "
                 "per site; the job page plots each site's epsilon and the job stops before the "
                 "target.",

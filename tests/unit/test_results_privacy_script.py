@@ -34,7 +34,7 @@ def test_table_rows_read_back_as_the_values_written(script: ModuleType) -> None:
         "fedavg-attacked": [_entry(0.0975)],
         "dp-sgd-eps8": [_entry(0.8123, eps=7.99, stopped="privacy budget: site-1 (delta 1e-05)")],
     }
-    text = "# results\n\n" + script.render(results, 1, "test") + "\nafter\n"
+    text = "# results\n\n" + script.render(results, "test") + "\nafter\n"
 
     back = script.from_table(text)
 
@@ -46,7 +46,7 @@ def test_table_rows_read_back_as_the_values_written(script: ModuleType) -> None:
 
 
 def test_rows_not_run_are_not_read_back(script: ModuleType) -> None:
-    text = script.render({"fedavg": [_entry(0.9)]}, 1, "test")
+    text = script.render({"fedavg": [_entry(0.9)]}, "test")
 
     assert set(script.from_table(text)) == {"fedavg"}
 
@@ -55,7 +55,7 @@ def test_a_lost_cache_keeps_the_table_rows_of_keys_not_rerun(
     script: ModuleType, tmp_path: Path
 ) -> None:
     out = tmp_path / "results.md"
-    out.write_text(script.render({"krum": [_entry(0.1)], "fedavg": [_entry(0.9)]}, 1, "t"))
+    out.write_text(script.render({"krum": [_entry(0.1)], "fedavg": [_entry(0.9)]}, "t"))
     cache = tmp_path / "cache.json"
     cache.write_text('{"fedavg": [{"top1": 0.95, "rounds": 20, "round_s": 1, "epsilon": null}]}')
 
@@ -63,3 +63,14 @@ def test_a_lost_cache_keeps_the_table_rows_of_keys_not_rerun(
 
     assert known["krum"][0]["top1"] == pytest.approx(0.1)  # from the table
     assert known["fedavg"][0]["top1"] == pytest.approx(0.95)  # the cache wins
+
+
+def test_a_row_run_more_often_shows_its_mean_and_range_and_reads_back_as_the_mean(
+    script: ModuleType,
+) -> None:
+    results = {"fedavg": [_entry(0.9)], "dp-sgd-eps8": [_entry(0.6, 8.0), _entry(0.7, 8.0)]}
+    text = script.render(results, "test")
+
+    assert "| 0.6500 (mean of 2: 0.60-0.70) |" in text
+    assert "1 training seed(s) a row; rows run more often say so" in text
+    assert script.from_table(text)["dp-sgd-eps8"][0]["top1"] == pytest.approx(0.65)
